@@ -1,0 +1,25 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import EngineToken, Organization, slug_validator
+
+
+class Command(BaseCommand):
+    help = "Create an engine token for ORG (created if missing). The token is the last line."
+
+    def add_arguments(self, parser):
+        parser.add_argument("org", help="organization slug")
+        parser.add_argument("--read-only", action="store_true", help="import and download only")
+        parser.add_argument("--label", default="", help="what the token is for")
+
+    def handle(self, org, read_only, label, **options):
+        try:
+            slug_validator(org)
+        except ValidationError:
+            raise CommandError(f"invalid organization slug {org!r}: use lower-case letters, digits, dashes")
+        organization = Organization.ensure(org)
+        row, value = EngineToken.issue(organization, read_only=read_only, label=label)
+        kind = "read-only" if read_only else "read-write"
+        self.stdout.write(f"Created {kind} token {row.prefix}… for organization {organization.slug}.")
+        self.stdout.write("It is shown only now; store it as a secret.")
+        self.stdout.write(value)

@@ -1,0 +1,185 @@
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+TOKEN_PREFIX = "cwt_"
+LOOKUP_LENGTH = 8
+LAST_USED_EVERY = timedelta(minutes=1)
+NS_PER_SECOND = 1_000_000_000
+
+slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$", "lower-case letters, digits and dashes")
+
+
+def _default_import_period():
+    return settings.DEFAULT_IMPORT_PERIOD
+
+
+def _default_export_period():
+    return settings.DEFAULT_EXPORT_PERIOD
+
+
+def _default_export_timeout():
+    return settings.DEFAULT_EXPORT_TIMEOUT
+
+
+class Organization(models.Model):
+    """A tenant: its engines share one cache; nothing crosses between organizations."""
+
+    slug = models.SlugField(max_length=63, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200, blank=True)
+    import_period = models.PositiveIntegerField(
+        "import period (s)", default=_default_import_period, validators=[MinValueValidator(1)]
+    )
+    export_period = models.PositiveIntegerField(
+        "export period (s)", default=_default_export_period, validators=[MinValueValidator(1)]
+    )
+    export_timeout = models.PositiveIntegerField(
+        "export timeout (s)", default=_default_export_timeout, validators=[MinValueValidator(1)]
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.slug
+
+    def engine_config(self):
+        """The /config answer: durations in nanoseconds, never zero."""
+        return {
+            "ImportPeriod": max(self.import_period, 1) * NS_PER_SECOND,
+            "ExportPeriod": max(self.export_period, 1) * NS_PER_SECOND,
+            "ExportTimeout": max(self.export_timeout, 1) * NS_PER_SECOND,
+        }
+
+    @classmethod
+    def ensure(cls, slug):
+        org, _ = cls.objects.get_or_create(slug=slug, defaults={"name": slug})
+        return org
+
+
+def hash_token(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class EngineTokenQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+    def find(self, token):
+        """The active token whose value is `token`, or None. Constant-time compare."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) < len(TOKEN_PREFIX) + LOOKUP_LENGTH:
+            return None
+        lookup = token[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + LOOKUP_LENGTH]
+        wanted = hash_token(token)
+        for candidate in self.active().select_related("organization").filter(lookup=lookup):
+            if hmac.compare_digest(candidate.token_hash, wanted):
+                return candidate
+        return None
+
+
+class EngineToken(models.Model):
+    """A credential for engines. Only its hash is stored; the value is shown once."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="tokens")
+    label = models.CharField(max_length=200, blank=True)
+    read_only = models.BooleanField(
+        default=False, help_text="may import and download, never export or upload"
+    )
+    lookup = models.CharField(max_length=LOOKUP_LENGTH, db_index=True, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EngineTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.organization.slug})"
+
+    @property
+    def prefix(self):
+        return f"{TOKEN_PREFIX}{self.lookup}"
+
+    @property
+    def revoked(self):
+        return self.revoked_at is not None
+
+    @classmethod
+    def issue(cls, organization, read_only=False, label=""):
+        """Create a token; returns (row, value). The value is not kept anywhere."""
+        value = TOKEN_PREFIX + secrets.token_urlsafe(32).replace("-", "x").replace("_", "y")
+        row = cls.objects.create(
+            organization=organization,
+            read_only=read_only,
+            label=label,
+            lookup=value[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + LOOKUP_LENGTH],
+            token_hash=hash_token(value),
+        )
+        return row, value
+
+    def revoke(self):
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+    def touch(self, now=None):
+        """Record use, writing at most once a minute."""
+        now = now or timezone.now()
+        if self.last_used_at is None or now - self.last_used_at >= LAST_USED_EVERY:
+            EngineToken.objects.filter(pk=self.pk).update(last_used_at=now)
+            self.last_used_at = now
+
+
+class Engine(models.Model):
+    """A Dagger engine seen through /config: one row per organization and engine id."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="engines")
+    engine_id = models.CharField(max_length=255)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=500, blank=True)
+    last_token = models.ForeignKey(
+        EngineToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-last_seen"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "engine_id"], name="engine_unique_per_org")
+        ]
+
+    def __str__(self):
+        return f"{self.engine_id} ({self.organization.slug})"
+
+    @classmethod
+    def seen(cls, token, engine_id, remote_addr, user_agent):
+        now = timezone.now()
+        engine, created = cls.objects.get_or_create(
+            organization=token.organization,
+            engine_id=engine_id,
+            defaults={
+                "first_seen": now,
+                "last_seen": now,
+                "remote_addr": remote_addr,
+                "user_agent": user_agent[:500],
+                "last_token": token,
+            },
+        )
+        if not created:
+            engine.last_seen = now
+            engine.remote_addr = remote_addr
+            engine.user_agent = user_agent[:500]
+            engine.last_token = token
+            engine.save(update_fields=["last_seen", "remote_addr", "user_agent", "last_token"])
+        return engine

@@ -1,0 +1,27 @@
+from rest_framework import exceptions
+
+from accounts.models import Engine
+from cacheweb.engine_api import EngineAPIView, ok
+
+MAX_ENGINE_ID = 255
+
+
+class ConfigView(EngineAPIView):
+    endpoint = "config"
+
+    def get(self, request):
+        body = self.body(request)
+        engine_id = body.get("EngineID", "")
+        if not isinstance(engine_id, str):
+            raise exceptions.ParseError("EngineID must be a string")
+        if len(engine_id) > MAX_ENGINE_ID:
+            raise exceptions.ParseError(f"EngineID is longer than {MAX_ENGINE_ID} characters")
+        self.engine_id = engine_id
+        if engine_id:
+            Engine.seen(
+                request.auth,
+                engine_id,
+                remote_addr=request.META.get("REMOTE_ADDR") or None,
+                user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            )
+        return ok(self.org.engine_config())

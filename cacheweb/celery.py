@@ -1,0 +1,13 @@
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cacheweb.settings")
+
+app = Celery("cacheweb")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    "worker-heartbeat": {"task": "cacheweb.tasks.heartbeat", "schedule": 30.0},
+}

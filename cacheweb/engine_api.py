@@ -1,0 +1,89 @@
+"""What every engine endpoint shares: JSON in and out, token auth, errors, one log line."""
+
+import logging
+import time
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import APIView, exception_handler
+
+from accounts.auth import EngineTokenAuthentication
+
+log = logging.getLogger("cacheweb.engine")
+
+
+def json_exception_handler(exc, context):
+    """DRF errors as {"error": "..."} so engines log a readable message."""
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    if isinstance(detail, dict) and set(detail) == {"detail"}:
+        message = str(detail["detail"])
+    elif isinstance(detail, list | dict):
+        message = "invalid request"
+        response.data = {"error": message, "fields": detail}
+        return response
+    else:
+        message = str(detail)
+    response.data = {"error": message}
+    return response
+
+
+class ReadOnlyToken(exceptions.PermissionDenied):
+    default_detail = "this engine token is read-only"
+
+
+def require_body_object(data):
+    """Engine bodies are JSON objects; an empty body counts as an empty object."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise exceptions.ParseError("request body must be a JSON object")
+    return data
+
+
+class EngineAPIView(APIView):
+    """Base for the /magicache endpoints.
+
+    After authentication `request.auth` is the EngineToken and `self.org` its
+    organization. Subclasses that write set `writes = True`: a read-only token then gets
+    403 before the handler runs, unless the subclass handles read-only itself.
+    """
+
+    authentication_classes = [EngineTokenAuthentication]
+    endpoint = ""
+    writes = False
+
+    def initial(self, request, *args, **kwargs):
+        self._started = time.monotonic()
+        self.engine_id = ""
+        super().initial(request, *args, **kwargs)
+        if request.auth is None:
+            raise exceptions.NotAuthenticated("engine token required (HTTP Basic, token as user name)")
+        self.org = request.auth.organization
+        if self.writes and request.auth.read_only:
+            raise ReadOnlyToken()
+
+    def body(self, request):
+        return require_body_object(request.data)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        started = getattr(self, "_started", None)
+        elapsed = (time.monotonic() - started) * 1000 if started else 0.0
+        token = request.auth
+        log.info(
+            "engine call org=%s engine=%s token=%s endpoint=%s status=%s duration_ms=%.1f",
+            token.organization.slug if token else "-",
+            self.engine_id or "-",
+            token.prefix if token else "-",
+            self.endpoint or request.path,
+            response.status_code,
+            elapsed,
+        )
+        return response
+
+
+def ok(data):
+    return Response(data, status=200)

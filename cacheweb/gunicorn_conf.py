@@ -1,0 +1,18 @@
+"""gunicorn settings for `manage.py serve`; every value can be changed from the environment."""
+
+from cacheweb.env import env_int, env_str
+
+bind = env_str("CACHEWEB_BIND", "127.0.0.1:8080")
+# Threads, because engine calls mostly wait on the database or on blob I/O.
+worker_class = "gthread"
+workers = env_int("CACHEWEB_WEB_WORKERS", 2, minimum=1)
+threads = env_int("CACHEWEB_WEB_THREADS", 8, minimum=1)
+# Large layer uploads can take minutes; gthread workers stay alive meanwhile.
+timeout = env_int("CACHEWEB_WEB_TIMEOUT", 600, minimum=30)
+graceful_timeout = 30
+keepalive = 30
+max_requests = env_int("CACHEWEB_WEB_MAX_REQUESTS", 0, minimum=0)
+max_requests_jitter = 100
+accesslog = "-" if env_str("CACHEWEB_ACCESS_LOG", "") in ("1", "true", "yes") else None
+errorlog = "-"
+sendfile = True

@@ -1,0 +1,238 @@
+"""cacheweb settings. Every value comes from the environment; README.md lists them all.
+
+With nothing set, cacheweb runs "embedded": SQLite, blobs on local disk and a Celery
+broker on the filesystem, all under CACHEWEB_DATA_DIR.
+"""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from cacheweb.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("CACHEWEB_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DATABASE_URL = env_str("DATABASE_URL")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+S3_BUCKET = env_str("CACHEWEB_S3_BUCKET")
+EMBEDDED = not (DATABASE_URL or CELERY_BROKER_URL or S3_BUCKET)
+
+
+def _secret_key():
+    key = env_str("CACHEWEB_SECRET_KEY")
+    if key:
+        return key
+    if not EMBEDDED:
+        raise ImproperlyConfigured(
+            "CACHEWEB_SECRET_KEY must be set when DATABASE_URL, CELERY_BROKER_URL or "
+            "CACHEWEB_S3_BUCKET is set: every process of a deployment must share it."
+        )
+    # Embedded: one key per data directory, kept beside the data it signs for.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        fd_path = path.with_suffix(".tmp")
+        fd_path.write_text(secrets.token_urlsafe(50))
+        fd_path.chmod(0o600)
+        fd_path.replace(path)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("CACHEWEB_DEBUG", False)
+ALLOWED_HOSTS = env_list("CACHEWEB_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CACHEWEB_CSRF_TRUSTED_ORIGINS", [])
+# Absolute base URL that engines use to reach this service, for blob URLs on the
+# built-in storage. Empty: derived from each request's Host.
+PUBLIC_URL = env_str("CACHEWEB_PUBLIC_URL").rstrip("/")
+if env_bool("CACHEWEB_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "cacheweb",
+    "accounts",
+    "blobs",
+    "records",
+    "mounts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cacheweb.urls"
+WSGI_APPLICATION = "cacheweb.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "cacheweb.sqlite3",
+            # A file, not memory, so that servers started by the tests share it.
+            "TEST": {"NAME": DATA_DIR / "test-cacheweb.sqlite3"},
+            "OPTIONS": {
+                # WAL lets the web server and the worker write without locking readers
+                # out; IMMEDIATE transactions wait for the busy timeout instead of
+                # failing at the first write after a read.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+# Blob storage: local disk under the data dir, or S3 when CACHEWEB_S3_BUCKET is set.
+BLOB_DIR = DATA_DIR / "blobs"
+S3_ENDPOINT_URL = env_str("CACHEWEB_S3_ENDPOINT_URL")
+S3_REGION = env_str("CACHEWEB_S3_REGION", "us-east-1")
+S3_ACCESS_KEY_ID = env_str("CACHEWEB_S3_ACCESS_KEY_ID")
+S3_SECRET_ACCESS_KEY = env_str("CACHEWEB_S3_SECRET_ACCESS_KEY")
+S3_ADDRESSING_STYLE = env_str("CACHEWEB_S3_ADDRESSING_STYLE", "path")
+S3_PREFIX = env_str("CACHEWEB_S3_PREFIX", "cacheweb")
+if S3_ADDRESSING_STYLE not in {"path", "virtual", "auto"}:
+    raise ImproperlyConfigured("CACHEWEB_S3_ADDRESSING_STYLE must be path, virtual or auto")
+
+if S3_BUCKET:
+    BLOB_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": S3_ENDPOINT_URL or None,
+            "region_name": S3_REGION,
+            "access_key": S3_ACCESS_KEY_ID or None,
+            "secret_key": S3_SECRET_ACCESS_KEY or None,
+            "addressing_style": S3_ADDRESSING_STYLE,
+            "signature_version": "s3v4",
+            "location": S3_PREFIX,
+            "file_overwrite": True,
+            "default_acl": None,
+            "querystring_auth": True,
+        },
+    }
+else:
+    BLOB_DIR.mkdir(parents=True, exist_ok=True)
+    BLOB_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": BLOB_DIR, "file_permissions_mode": 0o640},
+    }
+
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": DATA_DIR / "media"},
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "blobs": BLOB_STORAGE,
+}
+
+# How long a blob URL handed to an engine stays valid. Long enough for a slow,
+# re-opened download of a large layer.
+BLOB_URL_LIFETIME = env_int("CACHEWEB_BLOB_URL_LIFETIME", 6 * 3600, minimum=60)
+
+# Defaults for new organizations (seconds); each organization can change its own.
+DEFAULT_IMPORT_PERIOD = env_int("CACHEWEB_IMPORT_PERIOD", 300, minimum=1)
+DEFAULT_EXPORT_PERIOD = env_int("CACHEWEB_EXPORT_PERIOD", 300, minimum=1)
+DEFAULT_EXPORT_TIMEOUT = env_int("CACHEWEB_EXPORT_TIMEOUT", 600, minimum=1)
+
+# Engine request bodies (JSON) above this many bytes get 413.
+MAX_ENGINE_BODY = env_int("CACHEWEB_MAX_ENGINE_BODY", 256 * 1024 * 1024, minimum=1024)
+
+# Celery. Without a broker URL the broker is a directory under the data dir: a real
+# queue that a real worker consumes, with no server to run.
+BROKER_DIR = DATA_DIR / "broker"
+if CELERY_BROKER_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+else:
+    CELERY_BROKER_URL = "filesystem://"
+    for sub in ("queue", "processed"):
+        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ALWAYS_EAGER = env_bool("CACHEWEB_CELERY_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["cacheweb.parsers.FastJSONParser"],
+    "EXCEPTION_HANDLER": "cacheweb.engine_api.json_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOG_LEVEL = env_str("CACHEWEB_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,31 @@
+from django.contrib import admin
+from django.http import JsonResponse
+from django.urls import include, path
+from django.views import defaults
+
+from cacheweb.health import healthz
+
+ENGINE_PREFIX = "/magicache/"
+
+engine_api = [
+    path("", include("accounts.urls")),
+]
+
+urlpatterns = [
+    path("magicache/", include(engine_api)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]
+
+
+# Engines log response bodies: give them JSON, not an HTML error page.
+def handler404(request, exception=None):
+    if request.path.startswith(ENGINE_PREFIX):
+        return JsonResponse({"error": "no such endpoint"}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request):
+    if request.path.startswith(ENGINE_PREFIX):
+        return JsonResponse({"error": "internal error"}, status=500)
+    return defaults.server_error(request)
