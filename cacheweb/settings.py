@@ -96,6 +96,14 @@ TEMPLATES = [
     },
 ]
 
+SQLITE_OPTIONS = {
+    # WAL lets the web server and the worker write without locking readers out;
+    # IMMEDIATE transactions wait for the busy timeout instead of failing at the first
+    # write after a read.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 30,
+}
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 else:
@@ -105,16 +113,11 @@ else:
             "NAME": DATA_DIR / "cacheweb.sqlite3",
             # A file, not memory, so that servers started by the tests share it.
             "TEST": {"NAME": DATA_DIR / "test-cacheweb.sqlite3"},
-            "OPTIONS": {
-                # WAL lets the web server and the worker write without locking readers
-                # out; IMMEDIATE transactions wait for the busy timeout instead of
-                # failing at the first write after a read.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-            },
         }
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

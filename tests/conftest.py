@@ -1,0 +1,46 @@
+import pytest
+
+from accounts.models import EngineToken, Organization
+from tests.support import CeleryWorker, LiveService
+
+
+@pytest.fixture
+def org(db):
+    return Organization.ensure("acme")
+
+
+@pytest.fixture
+def other_org(db):
+    return Organization.ensure("globex")
+
+
+@pytest.fixture
+def token(org):
+    """A read-write engine token's value for `org`."""
+    return EngineToken.issue(org, label="rw")[1]
+
+
+@pytest.fixture
+def ro_token(org):
+    return EngineToken.issue(org, read_only=True, label="ro")[1]
+
+
+@pytest.fixture
+def other_token(other_org):
+    return EngineToken.issue(other_org, label="other")[1]
+
+
+@pytest.fixture
+def live_service(transactional_db):
+    """The service as production runs it (gunicorn + the real WSGI stack) on the test DB."""
+    service = LiveService()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db):
+    """A real Celery worker consuming the configured broker, on the test DB."""
+    worker = CeleryWorker()
+    yield worker
+    worker.stop(grace=20)
