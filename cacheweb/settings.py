@@ -239,3 +239,5 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# ---- settings added by the feature apps go below, one section per app ----

@@ -9,6 +9,9 @@ ENGINE_PREFIX = "/magicache/"
 
 engine_api = [
     path("", include("accounts.urls")),
+    path("", include("records.urls")),
+    path("", include("blobs.urls")),
+    path("", include("mounts.urls")),
 ]
 
 urlpatterns = [

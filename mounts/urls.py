@@ -1,0 +1,4 @@
+from django.urls import path  # noqa: F401
+
+# Engine endpoints under /magicache/ (see cacheweb/urls.py).
+urlpatterns = []
