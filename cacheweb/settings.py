@@ -132,6 +132,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 
 # Blob storage: local disk under the data dir, or S3 when CACHEWEB_S3_BUCKET is set.
 BLOB_DIR = DATA_DIR / "blobs"

@@ -1,0 +1,10 @@
+"""Signals other apps listen to.
+
+blob_verified(sender=Blob, blob=<Blob>): a blob of one organization has just become
+verified (a built-in PUT whose bytes matched the digest, or an S3 object confirmed by
+HEAD). Sent after the transaction that marked it commits, so receivers see the row.
+"""
+
+from django.dispatch import Signal
+
+blob_verified = Signal()
