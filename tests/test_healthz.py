@@ -1,5 +1,6 @@
 """/healthz reports database, blob storage and broker; a real worker's heartbeat."""
 
+import os
 import time
 
 import pytest
@@ -7,6 +8,7 @@ from django.utils import timezone
 
 from cacheweb import health
 from cacheweb.models import WorkerHeartbeat
+from tests.support import CeleryWorker
 
 
 @pytest.mark.django_db
@@ -58,3 +60,30 @@ def test_real_worker_consumes_the_broker(celery_worker_process):
             return
         time.sleep(0.3)
     pytest.fail("the worker did not run the task:\n" + celery_worker_process.output()[-3000:])
+
+
+AMQP_URL = os.environ.get("CACHEWEB_TEST_AMQP_URL")
+
+
+@pytest.mark.skipif(not AMQP_URL, reason="RabbitMQ is tested in CI's scaled-out pass (CACHEWEB_TEST_AMQP_URL)")
+@pytest.mark.django_db(transaction=True)
+def test_real_worker_consumes_rabbitmq(client):
+    """The same, with RabbitMQ as the broker: a worker started on it runs a task sent to it,
+    and /healthz sees the broker."""
+    from celery import current_app
+
+    from cacheweb.tasks import heartbeat
+
+    worker = CeleryWorker(CELERY_BROKER_URL=AMQP_URL)
+    try:
+        with current_app.connection_for_write(AMQP_URL) as conn:
+            heartbeat.apply_async(kwargs={"hostname": "via-rabbitmq"}, connection=conn)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if WorkerHeartbeat.objects.filter(hostname="via-rabbitmq").exists():
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the worker did not run the task:\n" + worker.output()[-3000:])
+    finally:
+        worker.stop(grace=20)
