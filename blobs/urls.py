@@ -1,4 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-# Engine endpoints under /magicache/ (see cacheweb/urls.py).
-urlpatterns = []
+from blobs import views
+
+# Engine endpoints under /magicache/ (see cacheweb/urls.py): exact names, no slash.
+urlpatterns = [
+    path("layerUploadURL", views.LayerUploadURLView.as_view(), name="layer-upload-url"),
+    path("layerDownloadURL", views.LayerDownloadURLView.as_view(), name="layer-download-url"),
+]

@@ -242,3 +242,10 @@ LOGGING = {
 }
 
 # ---- settings added by the feature apps go below, one section per app ----
+
+# blobs
+# Built-in storage: fsync each uploaded blob before calling it verified (off only for
+# throwaway data dirs: a crash could then leave a verified row with lost bytes).
+BLOB_FSYNC = env_bool("CACHEWEB_BLOB_FSYNC", True)
+# Blob use counts (download URLs issued) are written at most this often per blob.
+BLOB_USE_WRITE_INTERVAL = env_int("CACHEWEB_BLOB_USE_WRITE_INTERVAL", 60, minimum=0)

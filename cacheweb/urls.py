@@ -17,6 +17,7 @@ engine_api = [
 urlpatterns = [
     path("magicache/", include(engine_api)),
     path("healthz", healthz, name="healthz"),
+    path("blobs/", include("blobs.data_urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -1,0 +1,196 @@
+"""Where blob bytes live: the local filesystem (built-in) or an S3-compatible store.
+
+Both are chosen by STORAGES["blobs"] (see settings): a FileSystemStorage gives the
+built-in store, whose URLs point back at this service; django-storages' S3Storage gives
+the S3 store, whose URLs are presigned and never touch this service. Only the location,
+bucket and client are taken from the Django storage object: blob transfers need things
+the Storage API does not offer (atomic verified writes, presigned PUTs with checksums).
+
+Objects are keyed by organization id and digest, so organizations never share bytes:
+    <root or prefix>/<org id>/sha256/<hex>          (S3)
+    <root>/<org id>/sha256/<hex[:2]>/<hex>           (filesystem; fan-out keeps dirs small)
+"""
+
+import base64
+import contextlib
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.files.storage import FileSystemStorage, storages
+
+# Large enough that per-call overhead (Python, the WSGI input stream) is noise next to
+# hashing and copying; small enough that a dozen concurrent uploads stay a few MB.
+CHUNK_SIZE = 1024 * 1024
+
+
+class UploadRejected(Exception):
+    """The bytes offered are not the blob the URL was issued for. Nothing was kept."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def sha256_b64(digest):
+    """The base64 of the raw SHA-256 named by `sha256:<hex>`: S3's checksum spelling."""
+    return base64.b64encode(bytes.fromhex(digest.split(":", 1)[1])).decode()
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    checksum_sha256: str | None
+
+
+class FileSystemBlobStore:
+    kind = "filesystem"
+
+    def __init__(self, location, fsync=True):
+        self.root = Path(location)
+        self.fsync = fsync
+
+    def path(self, org_id, digest):
+        algorithm, hexdigest = digest.split(":", 1)
+        return self.root / str(int(org_id)) / algorithm / hexdigest[:2] / hexdigest
+
+    def info(self, org_id, digest):
+        try:
+            return ObjectInfo(size=self.path(org_id, digest).stat().st_size, checksum_sha256=None)
+        except FileNotFoundError:
+            return None
+
+    def open(self, org_id, digest):
+        """The blob opened for binary reading; FileNotFoundError when absent."""
+        return open(self.path(org_id, digest), "rb")
+
+    def receive(self, org_id, digest, stream, length):
+        """Store exactly `length` bytes read from `stream` as blob `digest`, only if they
+        hash to it. The bytes go to a temporary file in the final directory (same file
+        system, so the rename is atomic) and are renamed into place once verified;
+        readers see the whole blob or nothing. Raises UploadRejected, keeping nothing."""
+        final = self.path(org_id, digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name[:16]}.", suffix=".part")
+        hasher = hashlib.sha256()
+        received = 0
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                while received < length:
+                    chunk = stream.read(min(CHUNK_SIZE, length - received))
+                    if not chunk:
+                        break
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+                if received < length:
+                    raise UploadRejected(400, f"body ended after {received} of {length} bytes")
+                if "sha256:" + hasher.hexdigest() != digest:
+                    raise UploadRejected(400, f"body does not hash to {digest}")
+                if self.fsync:
+                    # Rows say "verified" once we return: the bytes must survive a crash.
+                    os.fsync(out.fileno())
+            os.chmod(temp_name, 0o640)
+            os.replace(temp_name, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_name)
+            raise
+        if self.fsync:
+            dir_fd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return received
+
+    def delete(self, org_id, digest):
+        with contextlib.suppress(FileNotFoundError):
+            self.path(org_id, digest).unlink()
+
+
+class S3BlobStore:
+    kind = "s3"
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.bucket = storage.bucket_name
+        self.prefix = (storage.location or "").strip("/")
+
+    @property
+    def client(self):
+        # django-storages keeps one boto3 resource per thread; borrow its client.
+        return self.storage.connection.meta.client
+
+    def key(self, org_id, digest):
+        algorithm, hexdigest = digest.split(":", 1)
+        name = f"{int(org_id)}/{algorithm}/{hexdigest}"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def presigned_put(self, org_id, digest, size, lifetime):
+        """(url, headers) for a PUT that the store itself refuses unless the body hashes
+        to `digest` (x-amz-checksum-sha256 is signed) and, when given, is `size` bytes."""
+        checksum = sha256_b64(digest)
+        params = {"Bucket": self.bucket, "Key": self.key(org_id, digest), "ChecksumSHA256": checksum}
+        if size is not None:
+            params["ContentLength"] = size
+        url = self.client.generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=lifetime, HttpMethod="PUT"
+        )
+        return url, {"x-amz-checksum-sha256": checksum}
+
+    def presigned_get(self, org_id, digest, lifetime):
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": self.key(org_id, digest)},
+            ExpiresIn=lifetime,
+            HttpMethod="GET",
+        )
+
+    def info(self, org_id, digest):
+        """Size and stored SHA-256 checksum (base64, None if the store kept none), or
+        None when the object does not exist."""
+        try:
+            head = self.client.head_object(
+                Bucket=self.bucket, Key=self.key(org_id, digest), ChecksumMode="ENABLED"
+            )
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(size=head["ContentLength"], checksum_sha256=head.get("ChecksumSHA256"))
+
+    def hash_object(self, org_id, digest):
+        """(size, 'sha256:<hex>') computed by streaming the object: for stores that kept
+        no checksum. Never holds the object in memory."""
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(org_id, digest))["Body"]
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            for chunk in body.iter_chunks(CHUNK_SIZE):
+                hasher.update(chunk)
+                size += len(chunk)
+        finally:
+            body.close()
+        return size, "sha256:" + hasher.hexdigest()
+
+    def delete(self, org_id, digest):
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(org_id, digest))
+
+
+def get_store():
+    """The blob store configured by STORAGES["blobs"]."""
+    from django.conf import settings
+
+    storage = storages["blobs"]
+    if isinstance(storage, FileSystemStorage):
+        return FileSystemBlobStore(storage.location, fsync=getattr(settings, "BLOB_FSYNC", True))
+    if hasattr(storage, "bucket_name") and hasattr(storage, "connection"):
+        return S3BlobStore(storage)
+    raise ImproperlyConfigured(
+        f"STORAGES['blobs'] must be a FileSystemStorage or an S3Storage, not {type(storage).__name__}"
+    )

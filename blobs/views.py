@@ -1,0 +1,90 @@
+"""Blob endpoints: the two engine calls under /magicache, and the built-in data plane."""
+
+import logging
+import os
+
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import exceptions
+
+from blobs import services, signing
+from blobs.ranges import blob_response
+from blobs.storage import UploadRejected, get_store
+from cacheweb.engine_api import EngineAPIView, ok
+
+log = logging.getLogger("cacheweb.blobs")
+
+
+def _digest(body):
+    try:
+        return services.validate_digest(body.get("Digest"))
+    except services.InvalidDigest as exc:
+        raise exceptions.ValidationError({"Digest": [str(exc)]}) from None
+
+
+class LayerUploadURLView(EngineAPIView):
+    endpoint = "layerUploadURL"
+    writes = True
+
+    def get(self, request):
+        digest = _digest(self.body(request))
+        return ok(services.upload_answer(request, self.org, digest))
+
+
+class LayerDownloadURLView(EngineAPIView):
+    endpoint = "layerDownloadURL"
+
+    def get(self, request):
+        digest = _digest(self.body(request))
+        try:
+            return ok({"URL": services.download_url(request, self.org, digest)})
+        except services.BlobNotFound:
+            raise exceptions.NotFound(f"this organization holds no blob {digest}") from None
+
+
+def _error(status, message):
+    return JsonResponse({"error": message}, status=status)
+
+
+@csrf_exempt
+def blob_data(request, org_id, digest):
+    """GET/HEAD/PUT of a blob on the built-in storage, authorized by the URL's signature
+    alone (engines send no token here)."""
+    if request.method not in ("GET", "HEAD", "PUT"):
+        response = _error(405, "blob URLs take GET, HEAD or PUT")
+        response["Allow"] = "GET, HEAD, PUT"
+        return response
+    try:
+        services.validate_digest(digest)
+        bound_size = signing.verify(org_id, digest, request.method, request.GET)
+    except (services.InvalidDigest, signing.SignatureError) as exc:
+        log.warning("blob %s %s refused: %s", request.method, request.path, exc)
+        return _error(403, str(exc))
+    if request.method == "PUT":
+        return _put(request, org_id, digest, bound_size)
+    store = get_store()
+    if store.kind != "filesystem":
+        return _error(404, "this service stores blobs in S3; ask /magicache/layerDownloadURL again")
+    try:
+        file = store.open(org_id, digest)
+    except FileNotFoundError:
+        return _error(404, f"no blob {digest}")
+    size = _size(file)
+    return blob_response(file, size, request.headers.get("Range"), request.method, f'"{digest}"')
+
+
+def _size(file):
+    return os.fstat(file.fileno()).st_size
+
+
+def _put(request, org_id, digest, bound_size):
+    raw_length = request.META.get("CONTENT_LENGTH") or ""
+    if raw_length and not raw_length.isdigit():
+        return _error(400, "malformed Content-Length")
+    length = int(raw_length) if raw_length else None
+    try:
+        blob = services.receive_upload(org_id, digest, request, length, bound_size)
+    except UploadRejected as exc:
+        log.warning("blob PUT %s refused: %s", digest, exc.message)
+        return _error(exc.status, exc.message)
+    return JsonResponse({"Digest": blob.digest, "Size": blob.size}, status=200)
