@@ -249,3 +249,20 @@ LOGGING = {
 BLOB_FSYNC = env_bool("CACHEWEB_BLOB_FSYNC", True)
 # Blob use counts (download URLs issued) are written at most this often per blob.
 BLOB_USE_WRITE_INTERVAL = env_int("CACHEWEB_BLOB_USE_WRITE_INTERVAL", 60, minimum=0)
+
+# mounts
+# Verified snapshots kept per cache mount besides the current one; older ones are
+# released for garbage collection.
+MOUNT_SNAPSHOTS_KEPT = env_int("CACHEWEB_MOUNT_SNAPSHOTS_KEPT", 2, minimum=0)
+# Default largest snapshot (compressed bytes) a mount may store; 0: no limit.
+MOUNT_SIZE_LIMIT = env_int("CACHEWEB_MOUNT_SIZE_LIMIT", 0, minimum=0)
+# Default cap on the total of an organization's current mount snapshots; 0: no limit.
+MOUNT_ORG_SIZE_LIMIT = env_int("CACHEWEB_MOUNT_ORG_SIZE_LIMIT", 0, minimum=0)
+# Mount names recorded per organization; past it new names are skipped, not recorded.
+MOUNTS_PER_ORG = env_int("CACHEWEB_MOUNTS_PER_ORG", 1000, minimum=1)
+# Seconds between checks that an S3 snapshot upload has arrived.
+MOUNT_CONFIRM_INTERVAL = env_int("CACHEWEB_MOUNT_CONFIRM_INTERVAL", 10, minimum=1)
+# Bounds of one contents index run (snapshots and layers).
+CONTENTS_INDEX_MAX_SECONDS = env_int("CACHEWEB_INDEX_MAX_SECONDS", 300, minimum=1)
+CONTENTS_INDEX_MAX_ENTRIES = env_int("CACHEWEB_INDEX_MAX_ENTRIES", 2_000_000, minimum=1)
+CONTENTS_INDEX_MAX_BYTES = env_int("CACHEWEB_INDEX_MAX_BYTES", 64 << 30, minimum=1)
