@@ -342,3 +342,34 @@ def _walk(stream, tally, limits, budget):
             # tarfile ends quietly when the data stops at a header boundary; an archive
             # cut short there (a truncated upload) is not a valid tar.
             raise InvalidArchive("tar ends without an end-of-archive marker (truncated)")
+
+
+class BlobMissing(LookupError):
+    pass
+
+
+def open_blob_stream(organization, digest):
+    """The stored bytes of a blob as a file-like object read front to back, without
+    copying it anywhere first. Raises BlobMissing."""
+    from blobs.storage import get_store
+
+    store = get_store()
+    if store.kind == "s3":
+        client = store.client
+        try:
+            return client.get_object(Bucket=store.bucket, Key=store.key(organization.pk, digest))["Body"]
+        except client.exceptions.NoSuchKey:
+            raise BlobMissing(digest) from None
+    try:
+        return store.open(organization.pk, digest)
+    except FileNotFoundError:
+        raise BlobMissing(digest) from None
+
+
+def index_blob(organization, digest, limits=None):
+    """index_stream over a stored blob of `organization` (a snapshot or a layer)."""
+    stream = open_blob_stream(organization, digest)
+    try:
+        return index_stream(stream, limits)
+    finally:
+        stream.close()

@@ -262,6 +262,9 @@ MOUNT_ORG_SIZE_LIMIT = env_int("CACHEWEB_MOUNT_ORG_SIZE_LIMIT", 0, minimum=0)
 MOUNTS_PER_ORG = env_int("CACHEWEB_MOUNTS_PER_ORG", 1000, minimum=1)
 # Seconds between checks that an S3 snapshot upload has arrived.
 MOUNT_CONFIRM_INTERVAL = env_int("CACHEWEB_MOUNT_CONFIRM_INTERVAL", 10, minimum=1)
+# Seconds after an upload URL expires before its snapshot is given up as failed: a PUT
+# that started just in time may still be finishing.
+MOUNT_UPLOAD_GRACE = env_int("CACHEWEB_MOUNT_UPLOAD_GRACE", 300, minimum=0)
 # Bounds of one contents index run (snapshots and layers).
 CONTENTS_INDEX_MAX_SECONDS = env_int("CACHEWEB_INDEX_MAX_SECONDS", 300, minimum=1)
 CONTENTS_INDEX_MAX_ENTRIES = env_int("CACHEWEB_INDEX_MAX_ENTRIES", 2_000_000, minimum=1)

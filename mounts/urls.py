@@ -1,4 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-# Engine endpoints under /magicache/ (see cacheweb/urls.py).
-urlpatterns = []
+from mounts import views
+
+# Engine endpoints under /magicache/ (see cacheweb/urls.py): exact names, no slash.
+urlpatterns = [
+    path("cacheMountConfig", views.CacheMountConfigView.as_view(), name="cache-mount-config"),
+    path("cacheMountUploadURL", views.CacheMountUploadURLView.as_view(), name="cache-mount-upload-url"),
+]

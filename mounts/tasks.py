@@ -1,0 +1,25 @@
+"""Background work for mount snapshots. Each task takes an id, calls one service
+function and is safe to run twice."""
+
+from celery import shared_task
+from django.conf import settings
+
+from mounts import services
+
+
+@shared_task(name="mounts.confirm_snapshot_upload", bind=True, max_retries=None, ignore_result=True)
+def confirm_snapshot_upload(self, snapshot_id):
+    """Poll until the snapshot's blob has arrived or its upload URL has expired."""
+    if services.confirm_snapshot_upload(snapshot_id) == services.PENDING:
+        raise self.retry(countdown=services.next_confirmation_delay(snapshot_id))
+
+
+# The indexer bounds itself; the hard limit only catches a worker stuck outside it
+# (a storage read that never returns).
+@shared_task(
+    name="mounts.index_snapshot_contents",
+    ignore_result=True,
+    time_limit=settings.CONTENTS_INDEX_MAX_SECONDS * 2 + 60,
+)
+def index_snapshot_contents(snapshot_id, force=False):
+    services.index_snapshot_contents(snapshot_id, force=force)
