@@ -1,12 +1,19 @@
 from django.contrib import admin, messages
 
-from accounts.models import Engine, EngineToken, Organization
+from accounts.models import Engine, EngineToken, Membership, Organization
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
 
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "import_period", "export_period", "export_timeout", "created_at"]
     search_fields = ["slug", "name"]
+    inlines = [MembershipInline]
 
 
 @admin.register(EngineToken)

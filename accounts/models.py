@@ -183,3 +183,24 @@ class Engine(models.Model):
             engine.last_token = token
             engine.save(update_fields=["last_seen", "remote_addr", "user_agent", "last_token"])
         return engine
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "viewer"
+    MAINTAINER = "maintainer", "maintainer"
+
+
+class Membership(models.Model):
+    """An operator's place in an organization: viewers browse, maintainers also change."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="membership_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.user} in {self.organization} ({self.role})"

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "rest_framework",
     "cacheweb",
     "accounts",
@@ -133,6 +134,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 
 # Blob storage: local disk under the data dir, or S3 when CACHEWEB_S3_BUCKET is set.
 BLOB_DIR = DATA_DIR / "blobs"
@@ -269,3 +274,11 @@ MOUNT_UPLOAD_GRACE = env_int("CACHEWEB_MOUNT_UPLOAD_GRACE", 300, minimum=0)
 CONTENTS_INDEX_MAX_SECONDS = env_int("CACHEWEB_INDEX_MAX_SECONDS", 300, minimum=1)
 CONTENTS_INDEX_MAX_ENTRIES = env_int("CACHEWEB_INDEX_MAX_ENTRIES", 2_000_000, minimum=1)
 CONTENTS_INDEX_MAX_BYTES = env_int("CACHEWEB_INDEX_MAX_BYTES", 64 << 30, minimum=1)
+
+# records
+# At most this many ExportRecords entries per /records answer: an engine exports them
+# one by one within its ExportTimeout.
+EXPORT_RECORDS_MAX = env_int("CACHEWEB_EXPORT_RECORDS_MAX", 500, minimum=1)
+# A record asked for and not delivered (the engine skips pruned refs silently) is not
+# asked for again before this many seconds.
+EXPORT_RETRY_AFTER = env_int("CACHEWEB_EXPORT_RETRY_AFTER", 3600, minimum=0)

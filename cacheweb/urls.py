@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.http import JsonResponse
 from django.urls import include, path
 from django.views import defaults
@@ -19,6 +20,9 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("blobs/", include("blobs.data_urls")),
     path("admin/", admin.site.urls),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("accounts.page_urls")),
 ]
 
 

@@ -44,3 +44,17 @@ def celery_worker_process(transactional_db):
     worker = CeleryWorker()
     yield worker
     worker.stop(grace=20)
+
+
+@pytest.fixture
+def operators(org, django_user_model):
+    """A maintainer and a viewer of `org`, and an outsider who belongs to another org."""
+    from accounts.models import Membership, Organization, Role
+
+    maintainer = django_user_model.objects.create_user("maya", password="pw-maya-123")
+    viewer = django_user_model.objects.create_user("victor", password="pw-victor-123")
+    outsider = django_user_model.objects.create_user("olga", password="pw-olga-123")
+    Membership.objects.create(organization=org, user=maintainer, role=Role.MAINTAINER)
+    Membership.objects.create(organization=org, user=viewer, role=Role.VIEWER)
+    Membership.objects.create(organization=Organization.ensure("elsewhere"), user=outsider, role=Role.MAINTAINER)
+    return {"maintainer": maintainer, "viewer": viewer, "outsider": outsider}

@@ -1,0 +1,93 @@
+"""Dashboard pages for organizations, their engine tokens and engines."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.forms import OrganizationSettingsForm, TokenForm
+from accounts.models import EngineToken
+from accounts.scoping import can_maintain, organization_for, visible_organizations
+
+RECENT_ENGINES = 10
+
+
+@login_required
+def home(request):
+    organizations = list(visible_organizations(request.user))
+    if len(organizations) == 1:
+        return redirect("organization", slug=organizations[0].slug)
+    return render(request, "accounts/organization_list.html", {"organizations": organizations})
+
+
+def _context(request, organization, **extra):
+    return {"org": organization, "maintainer": can_maintain(request.user, organization), **extra}
+
+
+@login_required
+def organization(request, slug):
+    org = organization_for(request.user, slug)
+    form = OrganizationSettingsForm(instance=org)
+    if request.method == "POST":
+        org = organization_for(request.user, slug, maintain=True)
+        form = OrganizationSettingsForm(request.POST, instance=org)
+        if form.is_valid():
+            form.save()
+            messages.success(request, "Settings saved. Engines pick them up at their next start.")
+            return redirect("organization", slug=org.slug)
+    return render(
+        request,
+        "accounts/organization.html",
+        _context(
+            request,
+            org,
+            tab="overview",
+            form=form,
+            engines=org.engines.all()[:RECENT_ENGINES],
+            engine_count=org.engines.count(),
+            active_tokens=org.tokens.active().count(),
+        ),
+    )
+
+
+@login_required
+def tokens(request, slug):
+    org = organization_for(request.user, slug)
+    new_token = None
+    form = TokenForm()
+    if request.method == "POST":
+        org = organization_for(request.user, slug, maintain=True)
+        form = TokenForm(request.POST)
+        if form.is_valid():
+            _, new_token = EngineToken.issue(
+                org, read_only=form.cleaned_data["read_only"], label=form.cleaned_data["label"]
+            )
+            form = TokenForm()
+    rows = org.tokens.order_by("revoked_at", "-created_at")
+    return render(
+        request,
+        "accounts/tokens.html",
+        _context(request, org, tab="tokens", form=form, tokens=rows, new_token=new_token, base_url=_engine_url(request)),
+    )
+
+
+@login_required
+@require_POST
+def revoke_token(request, slug, pk):
+    org = organization_for(request.user, slug, maintain=True)
+    token = get_object_or_404(EngineToken, organization=org, pk=pk)
+    token.revoke()
+    messages.success(request, f"Revoked {token.prefix}…; engines using it now get 401.")
+    return redirect("tokens", slug=org.slug)
+
+
+@login_required
+def engines(request, slug):
+    org = organization_for(request.user, slug)
+    return render(request, "accounts/engines.html", _context(request, org, tab="engines", engines=org.engines.all()))
+
+
+def _engine_url(request):
+    base = settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+    return f"{base}/magicache"
