@@ -1,0 +1,116 @@
+from django.contrib import admin
+
+from records.models import ImportSnapshot, Layer, PendingExport, Record, RecordInput, Result, ResultLayer
+
+
+class RecordInputInline(admin.TabularInline):
+    model = RecordInput
+    fk_name = "record"
+    fields = ["index", "selector", "source"]
+    readonly_fields = fields
+    raw_id_fields = ["source"]
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name = "input"
+    verbose_name_plural = "inputs (alternatives per input index)"
+
+    def has_add_permission(self, request, obj=None):
+        # Inputs are part of the record's identity: changing them would make it lie.
+        return False
+
+
+class ResultInline(admin.TabularInline):
+    model = Result
+    fields = ["description", "complete", "created_at", "exported_at", "engine", "cache_ref_id"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Record)
+class RecordAdmin(admin.ModelAdmin):
+    list_display = ["short_identity", "description", "digest", "input_count", "has_result", "organization", "created_at"]
+    list_filter = ["organization", "has_result"]
+    search_fields = ["identity", "digest", "description", "results__description"]
+    readonly_fields = ["organization", "identity", "digest", "input_count", "has_result", "created_at"]
+    fields = readonly_fields + ["description"]
+    inlines = [RecordInputInline, ResultInline]
+    list_select_related = ["organization"]
+    show_full_result_count = False
+
+    @admin.display(description="identity")
+    def short_identity(self, obj):
+        return obj.identity[:19] + "…"
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, duplicates = super().get_search_results(request, queryset, search_term)
+        return queryset.distinct(), duplicates
+
+
+class ResultLayerInline(admin.TabularInline):
+    model = ResultLayer
+    fields = ["position", "layer", "media_type", "size"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "layer chain (base first)"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="media type")
+    def media_type(self, obj):
+        return obj.layer.media_type
+
+    @admin.display(description="size")
+    def size(self, obj):
+        return obj.layer.size
+
+
+@admin.register(Result)
+class ResultAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "record", "complete", "created_at", "exported_at", "engine", "organization"]
+    list_filter = ["record__organization", "complete"]
+    search_fields = ["description", "record__identity", "record__digest", "chain_layers__layer__digest"]
+    readonly_fields = ["record", "chain", "cache_ref_id", "created_at", "exported_at", "token", "engine"]
+    fields = ["description", "complete"] + readonly_fields
+    inlines = [ResultLayerInline]
+    list_select_related = ["record", "record__organization", "engine"]
+    show_full_result_count = False
+
+    @admin.display(description="organization")
+    def organization(self, obj):
+        return obj.record.organization
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, duplicates = super().get_search_results(request, queryset, search_term)
+        return queryset.distinct(), duplicates
+
+
+@admin.register(Layer)
+class LayerAdmin(admin.ModelAdmin):
+    list_display = ["digest", "media_type", "size", "organization", "created_at", "last_used_at"]
+    list_filter = ["organization", "media_type"]
+    search_fields = ["digest", "diff_id"]
+    readonly_fields = ["organization", "digest", "media_type", "size", "diff_id", "created_at", "last_used_at"]
+    show_full_result_count = False
+
+
+@admin.register(PendingExport)
+class PendingExportAdmin(admin.ModelAdmin):
+    list_display = ["record", "cache_ref_id", "description", "asked_at"]
+    list_filter = ["record__organization"]
+    search_fields = ["description", "record__identity", "cache_ref_id"]
+    raw_id_fields = ["record"]
+    readonly_fields = ["token"]
+
+
+@admin.register(ImportSnapshot)
+class ImportSnapshotAdmin(admin.ModelAdmin):
+    list_display = ["organization", "generation", "built_generation", "record_count", "layer_count", "size", "built_at", "build_ms"]
+    readonly_fields = ["organization", "built_generation", "etag", "size", "record_count", "layer_count", "built_at", "build_ms"]
+    fields = ["generation"] + readonly_fields

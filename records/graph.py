@@ -1,0 +1,268 @@
+"""From an engine's /records payload to content-addressed records.
+
+Pure functions, no database. `parse_payload` rejects what is structurally wrong (the
+caller answers 400); `analyse` keeps what is sound and drops graph defects with their
+dependants, so that one bad key never reaches an import.
+
+How a key becomes a record (PROTOCOL.md, "How the engine finds a record"):
+- a key that is the `ID` of no link is a root; its record digest is its own ID;
+- otherwise its record digest is the `Digest` shared by all its links, and its inputs are
+  its links grouped by `Input`, each `(Selector, LinkedID)` one alternative;
+- its identity hashes the digest and, per input index, the sorted (selector, identity)
+  of its alternatives: equal builds give equal identities whatever the key IDs were.
+"""
+
+import hashlib
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+from records.digests import ZERO_TIME, is_digest, is_random, parse_time
+
+IDENTITY_VERSION = b"cacheweb-record-v1"
+MAX_DESCRIPTION = 500
+
+
+class PayloadError(ValueError):
+    """The body is not a /records payload at all (wrong types, missing ID)."""
+
+
+@dataclass(slots=True)
+class KeyResult:
+    ref_id: str
+    created_at: object
+    description: str
+
+
+@dataclass
+class Payload:
+    # key ID -> its newest result (None when it has none)
+    keys: dict
+    # (ID, LinkedID, Input, Digest, Selector)
+    links: list
+    key_entries: int = 0
+
+
+def _field(obj, name, kind, where, default=None):
+    value = obj.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PayloadError(f"{where}.{name} must be {_KIND_NAMES[kind]}")
+    return value
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def parse_payload(body):
+    """Check the payload's shape and reduce it to plain values. Raises PayloadError."""
+    keys_in = _field(body, "CacheKeys", list, "body", [])
+    links_in = _field(body, "Links", list, "body", [])
+    keys = {}
+    for n, entry in enumerate(keys_in):
+        where = f"CacheKeys[{n}]"
+        if not isinstance(entry, dict):
+            raise PayloadError(f"{where} must be an object")
+        key_id = entry.get("ID")
+        if not isinstance(key_id, str) or not key_id:
+            raise PayloadError(f"{where}.ID must be a non-empty string")
+        newest = keys.get(key_id)
+        for m, res in enumerate(_field(entry, "Results", list, where, [])):
+            rwhere = f"{where}.Results[{m}]"
+            if not isinstance(res, dict):
+                raise PayloadError(f"{rwhere} must be an object")
+            ref_id = res.get("ID")
+            if not isinstance(ref_id, str) or not ref_id:
+                raise PayloadError(f"{rwhere}.ID must be a non-empty string")
+            raw_time = res.get("CreatedAt")
+            created = ZERO_TIME if raw_time is None else parse_time(raw_time)
+            if created is None:
+                raise PayloadError(f"{rwhere}.CreatedAt must be an RFC 3339 time")
+            description = _field(res, "Description", str, rwhere, "")
+            if newest is None or created > newest.created_at:
+                newest = KeyResult(ref_id, created, description[:MAX_DESCRIPTION])
+        keys[key_id] = newest
+    links = []
+    for n, entry in enumerate(links_in):
+        where = f"Links[{n}]"
+        if not isinstance(entry, dict):
+            raise PayloadError(f"{where} must be an object")
+        key_id = entry.get("ID")
+        linked = entry.get("LinkedID")
+        if not isinstance(key_id, str) or not key_id:
+            raise PayloadError(f"{where}.ID must be a non-empty string")
+        if not isinstance(linked, str) or not linked:
+            raise PayloadError(f"{where}.LinkedID must be a non-empty string")
+        index = entry.get("Input", 0)
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise PayloadError(f"{where}.Input must be an integer")
+        link_digest = entry.get("Digest")
+        selector = entry.get("Selector") or ""
+        if not isinstance(link_digest, str) or not isinstance(selector, str):
+            raise PayloadError(f"{where}.Digest and Selector must be strings")
+        links.append((key_id, linked, index, link_digest, selector))
+    return Payload(keys=keys, links=links, key_entries=len(keys_in))
+
+
+# Why a key was dropped. Defects poison dependants; the others only cut a path.
+DEFECT_INVALID_DIGEST = "invalid digest"
+DEFECT_INVALID_SELECTOR = "invalid selector"
+DEFECT_DISAGREEING = "links disagree on digest"
+DEFECT_DANGLING = "link to a key not in the payload"
+DEFECT_BAD_INPUT = "input indexes not 0..n-1"
+DEFECT_LOOP = "loop"
+DEFECT_DEPENDANT = "depends on a defective key"
+DROP_RANDOM = "random"
+DROP_UNREACHABLE = "every alternative of an input was dropped"
+
+
+@dataclass
+class Graph:
+    """The sound part of a payload, in dependency order."""
+
+    # identity -> (digest, inputs) where inputs is a tuple, per input index, of sorted
+    # (selector, source identity) pairs. Inputs come before the records using them.
+    records: dict = field(default_factory=dict)
+    # key ID -> identity, for every kept key
+    identities: dict = field(default_factory=dict)
+    # identity -> newest KeyResult among the keys that landed on it
+    results: dict = field(default_factory=dict)
+    # identity -> description from the key's newest result, for new rows
+    descriptions: dict = field(default_factory=dict)
+    # reason -> number of keys dropped for it
+    dropped: dict = field(default_factory=dict)
+    unknown_link_ids: int = 0
+
+    def stats(self):
+        return {
+            "records": len(self.records),
+            "keys_kept": len(self.identities),
+            "with_results": len(self.results),
+            "unknown_link_ids": self.unknown_link_ids,
+            **{f"dropped[{k}]": v for k, v in sorted(self.dropped.items())},
+        }
+
+    @property
+    def defects(self):
+        return sum(n for reason, n in self.dropped.items() if reason not in (DROP_RANDOM, DROP_UNREACHABLE))
+
+
+def _identity(digest, inputs):
+    h = hashlib.sha256(IDENTITY_VERSION)
+    h.update(b"\n")
+    h.update(digest.encode())
+    for alternatives in inputs:
+        h.update(b"\n")
+        for selector, source in alternatives:
+            h.update(b"|")
+            h.update(selector.encode())
+            h.update(b"@")
+            h.update(source.encode())
+    return "sha256:" + h.hexdigest()
+
+
+def analyse(payload):
+    keys = payload.keys
+    graph = Graph()
+    dropped = defaultdict(int)
+
+    # key -> {input index: {(selector, linked key)}}, and the digest its links name
+    alternatives = defaultdict(lambda: defaultdict(set))
+    link_digest = {}
+    defect = {}
+    for key_id, linked, index, dgst, selector in payload.links:
+        if key_id not in keys:
+            graph.unknown_link_ids += 1
+            continue
+        if key_id in defect:
+            continue
+        if linked not in keys:
+            defect[key_id] = DEFECT_DANGLING
+        elif index < 0:
+            defect[key_id] = DEFECT_BAD_INPUT
+        elif not is_digest(dgst):
+            defect[key_id] = DEFECT_INVALID_DIGEST
+        elif selector and not is_digest(selector):
+            defect[key_id] = DEFECT_INVALID_SELECTOR
+        elif link_digest.setdefault(key_id, dgst) != dgst:
+            defect[key_id] = DEFECT_DISAGREEING
+        else:
+            alternatives[key_id][index].add((selector, linked))
+
+    for key_id in keys:
+        if key_id in defect:
+            continue
+        inputs = alternatives.get(key_id)
+        if inputs is None:
+            if not is_random(key_id) and not is_digest(key_id):
+                defect[key_id] = DEFECT_INVALID_DIGEST
+        elif len(inputs) != max(inputs) + 1:
+            defect[key_id] = DEFECT_BAD_INPUT
+
+    # Kahn's algorithm over source -> dependant. Keys never reached are in a loop or
+    # downstream of one.
+    dependants = defaultdict(list)
+    waiting = {}
+    for key_id, inputs in alternatives.items():
+        sources = {linked for alts in inputs.values() for _, linked in alts}
+        waiting[key_id] = len(sources)
+        for source in sources:
+            dependants[source].append(key_id)
+    queue = deque(k for k in keys if not waiting.get(k))
+    status = {}
+    identities = graph.identities
+    records = graph.records
+    while queue:
+        key_id = queue.popleft()
+        reason = defect.get(key_id)
+        inputs = alternatives.get(key_id)
+        if reason is None and inputs:
+            for alts in inputs.values():
+                if any(status[linked] not in (None, DROP_RANDOM, DROP_UNREACHABLE) for _, linked in alts):
+                    reason = DEFECT_DEPENDANT
+                    break
+        if reason is None:
+            if inputs is None:
+                if is_random(key_id):
+                    reason = DROP_RANDOM
+                else:
+                    digest, resolved = key_id, ()
+            else:
+                digest = link_digest[key_id]
+                if is_random(digest):
+                    reason = DROP_RANDOM
+                else:
+                    resolved = []
+                    for index in range(len(inputs)):
+                        alts = sorted(
+                            {(sel, identities[linked]) for sel, linked in inputs[index] if status[linked] is None}
+                        )
+                        if not alts:
+                            reason = DROP_UNREACHABLE
+                            break
+                        resolved.append(tuple(alts))
+                    resolved = tuple(resolved)
+        status[key_id] = reason
+        if reason is None:
+            identity = _identity(digest, resolved)
+            identities[key_id] = identity
+            if identity not in records:
+                records[identity] = (digest, resolved)
+            result = keys[key_id]
+            if result is not None:
+                best = graph.results.get(identity)
+                if best is None or result.created_at > best.created_at:
+                    graph.results[identity] = result
+            if result is not None and result.description:
+                graph.descriptions.setdefault(identity, result.description)
+        else:
+            dropped[reason] += 1
+        for dependant in dependants.get(key_id, ()):
+            waiting[dependant] -= 1
+            if waiting[dependant] == 0:
+                queue.append(dependant)
+    unresolved = len(keys) - len(status)
+    if unresolved:
+        dropped[DEFECT_LOOP] += unresolved
+    graph.dropped = dict(dropped)
+    return graph

@@ -1,0 +1,169 @@
+"""An organization's cache graph: records, their inputs, results and the layers of results.
+
+A record is content-addressed: `identity` is a hash over its buildkit digest and the
+identities of its inputs (see records/graph.py), so engines whose non-root key IDs are
+random land on the same rows for the same build.
+"""
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Engine, EngineToken, Organization
+
+DIGEST_LENGTH = 71 + 64  # room for sha512 digests, whose hex is twice as long
+
+
+class Record(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="records")
+    identity = models.CharField(
+        max_length=DIGEST_LENGTH,
+        help_text="our content address (digest plus inputs, recursively); the engine echoes it",
+    )
+    digest = models.CharField(max_length=DIGEST_LENGTH, help_text="buildkit's record digest")
+    input_count = models.PositiveIntegerField(default=0)
+    description = models.CharField(
+        max_length=500, blank=True, help_text="what the engine said this was when first seen"
+    )
+    # Kept up to date by records.services so that /records can tell what to ask for
+    # from the same query that maps identities to ids.
+    has_result = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "identity"], name="record_unique_per_org")
+        ]
+        indexes = [models.Index(fields=["organization", "digest"])]
+
+    def __str__(self):
+        return self.description or self.digest
+
+
+class RecordInput(models.Model):
+    """One alternative for one input of a record: (input index, selector, input record)."""
+
+    # Denormalized so an import can read an organization's whole graph in one query.
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="inputs")
+    index = models.PositiveIntegerField()
+    selector = models.CharField(max_length=DIGEST_LENGTH, blank=True)
+    source = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="dependants")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["record", "index", "selector", "source"], name="record_input_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["organization"])]
+        ordering = ["record", "index", "selector"]
+
+    def __str__(self):
+        return f"input {self.index} of {self.record_id} from {self.source_id}"
+
+
+class Layer(models.Model):
+    """What buildkit needs to know about a blob used as a layer."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="layers")
+    digest = models.CharField(max_length=DIGEST_LENGTH)
+    media_type = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    diff_id = models.CharField("diffID", max_length=DIGEST_LENGTH)
+    created_at = models.DateTimeField(
+        default=timezone.now, help_text="the layer's buildkit/createdat, else when first seen"
+    )
+    last_used_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "digest"], name="layer_unique_per_org")
+        ]
+
+    def __str__(self):
+        return self.digest
+
+
+class Result(models.Model):
+    """A record's output as one ordered chain of layers, base layer first."""
+
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="results")
+    # Hash of the ordered layer digests: the same chain delivered twice is one result.
+    chain = models.CharField(max_length=71)
+    complete = models.BooleanField(
+        default=True, help_text="every layer's blob was present and verified when accepted"
+    )
+    cache_ref_id = models.CharField("engine cache ref", max_length=255, blank=True)
+    description = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(help_text="when the engine created the result")
+    exported_at = models.DateTimeField(default=timezone.now)
+    token = models.ForeignKey(EngineToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    engine = models.ForeignKey(
+        Engine,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="the engine last seen with the exporting token (exports do not name the engine)",
+    )
+    layers = models.ManyToManyField(Layer, through="ResultLayer", related_name="results")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["record", "chain"], name="result_chain_unique")]
+        indexes = [models.Index(fields=["record", "complete"])]
+
+    def __str__(self):
+        return self.description or f"result {self.pk} of {self.record_id}"
+
+
+class ResultLayer(models.Model):
+    result = models.ForeignKey(Result, on_delete=models.CASCADE, related_name="chain_layers")
+    position = models.PositiveIntegerField(help_text="0 is the base layer")
+    layer = models.ForeignKey(Layer, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["result", "position"], name="result_layer_position_unique")
+        ]
+        ordering = ["result", "position"]
+
+
+class PendingExport(models.Model):
+    """A record we asked an engine to export and that has not arrived yet.
+
+    It carries what the engine told us about the result, for the Result row, and when we
+    asked, so that a ref the engine silently skipped is not asked for on every period.
+    """
+
+    record = models.OneToOneField(Record, on_delete=models.CASCADE, related_name="pending_export")
+    cache_ref_id = models.CharField(max_length=255)
+    description = models.CharField(max_length=500, blank=True)
+    result_created_at = models.DateTimeField()
+    asked_at = models.DateTimeField(default=timezone.now)
+    token = models.ForeignKey(EngineToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+
+class ImportSnapshot(models.Model):
+    """The organization's /import body, built once per change of its graph or results.
+
+    `generation` is bumped (in the same transaction) by every change; the body is current
+    when `built_generation` equals it.
+    """
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="import_snapshot")
+    generation = models.BigIntegerField(default=1)
+    built_generation = models.BigIntegerField(default=0)
+    body_gzip = models.BinaryField(default=b"")
+    etag = models.CharField(max_length=80, blank=True)
+    size = models.BigIntegerField(default=0, help_text="uncompressed bytes")
+    record_count = models.PositiveIntegerField(default=0)
+    layer_count = models.PositiveIntegerField(default=0)
+    built_at = models.DateTimeField(null=True, blank=True)
+    build_ms = models.FloatField(default=0)
+
+    def __str__(self):
+        return f"import of {self.organization} (generation {self.built_generation})"
+
+    @property
+    def current(self):
+        return self.built_generation == self.generation and bool(self.body_gzip)

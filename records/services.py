@@ -1,0 +1,391 @@
+"""What the engine endpoints do to an organization's cache graph.
+
+Every function takes an organization and plain data, does its work in bulk queries and
+returns plain data; the views only parse, authorize and respond.
+"""
+
+import hashlib
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Engine
+from blobs.services import verified_blob_sizes
+from records import graph as graphlib
+from records.digests import is_digest, parse_time
+from records.models import ImportSnapshot, Layer, PendingExport, Record, RecordInput, Result, ResultLayer
+
+log = logging.getLogger("cacheweb.records")
+
+DIFF_ID_ANNOTATION = "containerd.io/uncompressed"
+CREATED_AT_ANNOTATION = "buildkit/createdat"
+
+
+def query_batch():
+    """How many values one IN (...) may carry on this database (SQLite caps variables)."""
+    limit = connection.features.max_query_params
+    return 5000 if limit is None else max(1, min(5000, limit - 50))
+
+
+def batched(values, size=None):
+    values = list(values)
+    size = size or query_batch()
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _records_by_identity(organization, identities, fields=("identity", "id", "has_result")):
+    """{identity: row tuple} for those of `identities` stored for this organization."""
+    found = {}
+    for chunk in batched(identities):
+        rows = Record.objects.filter(organization=organization, identity__in=chunk).values_list(*fields)
+        for row in rows:
+            found[row[0]] = row[1:]
+    return found
+
+
+# ---- /records ---------------------------------------------------------------------------
+
+
+def update_records(organization, token, body, now=None):
+    """Store an engine's key graph and say which results to export.
+
+    Returns (ExportRecords entries, Graph). Raises graph.PayloadError for a body that is
+    not a /records payload; graph defects only drop the keys concerned.
+    """
+    now = now or timezone.now()
+    payload = graphlib.parse_payload(body)
+    graph = graphlib.analyse(payload)
+    if graph.dropped:
+        log.warning(
+            "records org=%s dropped keys: %s",
+            organization.slug,
+            ", ".join(f"{reason}={n}" for reason, n in sorted(graph.dropped.items())),
+        )
+    with transaction.atomic():
+        rows = _store_records(organization, graph, now)
+        export = _ask_for_exports(organization, token, graph, rows, now)
+    return export, graph
+
+
+def _store_records(organization, graph, now):
+    """Insert the records and inputs not stored yet; {identity: (id, has_result)} for all."""
+    rows = _records_by_identity(organization, graph.records)
+    missing = [identity for identity in graph.records if identity not in rows]
+    if not missing:
+        return rows
+    Record.objects.bulk_create(
+        [
+            Record(
+                organization=organization,
+                identity=identity,
+                digest=graph.records[identity][0],
+                input_count=len(graph.records[identity][1]),
+                description=graph.descriptions.get(identity, ""),
+                created_at=now,
+            )
+            for identity in missing
+        ],
+        ignore_conflicts=True,
+        batch_size=2000,
+    )
+    rows.update(_records_by_identity(organization, missing))
+    # Inputs are part of a record's identity, so a record stored before has its inputs:
+    # only new records need theirs (ignore_conflicts covers a concurrent twin).
+    inputs = []
+    for identity in missing:
+        record_id = rows[identity][0]
+        for index, alternatives in enumerate(graph.records[identity][1]):
+            for selector, source in alternatives:
+                inputs.append(
+                    RecordInput(
+                        organization=organization,
+                        record_id=record_id,
+                        index=index,
+                        selector=selector,
+                        source_id=rows[source][0],
+                    )
+                )
+    RecordInput.objects.bulk_create(inputs, ignore_conflicts=True, batch_size=2000)
+    return rows
+
+
+def _ask_for_exports(organization, token, graph, rows, now):
+    wanted = {rows[identity][0]: identity for identity in graph.results if not rows[identity][1]}
+    if not wanted:
+        return []
+    recent = now - timedelta(seconds=settings.EXPORT_RETRY_AFTER)
+    waiting = set()
+    for chunk in batched(wanted):
+        waiting.update(
+            PendingExport.objects.filter(record_id__in=chunk, asked_at__gt=recent).values_list(
+                "record_id", flat=True
+            )
+        )
+    # Newest results first: recent work is the likeliest to be wanted again.
+    chosen = sorted(
+        (record_id for record_id in wanted if record_id not in waiting),
+        key=lambda record_id: (graph.results[wanted[record_id]].created_at, wanted[record_id]),
+        reverse=True,
+    )[: settings.EXPORT_RECORDS_MAX]
+    if not chosen:
+        return []
+    PendingExport.objects.bulk_create(
+        [
+            PendingExport(
+                record_id=record_id,
+                cache_ref_id=graph.results[wanted[record_id]].ref_id,
+                description=graph.results[wanted[record_id]].description,
+                result_created_at=graph.results[wanted[record_id]].created_at,
+                asked_at=now,
+                token=token,
+            )
+            for record_id in chosen
+        ],
+        update_conflicts=True,
+        unique_fields=["record"],
+        update_fields=["cache_ref_id", "description", "result_created_at", "asked_at", "token"],
+    )
+    return [
+        {"Digest": wanted[record_id], "CacheRefID": graph.results[wanted[record_id]].ref_id}
+        for record_id in chosen
+    ]
+
+
+# ---- /layers ----------------------------------------------------------------------------
+
+
+class LayersError(ValueError):
+    """The body is not a /layers payload at all."""
+
+
+def _descriptor_problem(desc):
+    """Why a descriptor cannot be part of an importable chain, or None."""
+    if not isinstance(desc, dict):
+        return "a layer descriptor is not an object"
+    digest = desc.get("digest")
+    if not is_digest(digest):
+        return f"layer digest {digest!r} is not a digest"
+    size = desc.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"layer {digest} has no valid size"
+    media_type = desc.get("mediaType")
+    if not isinstance(media_type, str) or not media_type:
+        return f"layer {digest} has no media type"
+    annotations = desc.get("annotations")
+    if not isinstance(annotations, dict) or not is_digest(annotations.get(DIFF_ID_ANNOTATION)):
+        return f"layer {digest} has no valid {DIFF_ID_ANNOTATION} annotation"
+    return None
+
+
+def parse_layers_payload(body):
+    entries = body.get("UpdatedRecords")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise LayersError("UpdatedRecords must be a list")
+    parsed = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise LayersError(f"UpdatedRecords[{n}] must be an object")
+        digest = entry.get("RecordDigest")
+        if not isinstance(digest, str):
+            raise LayersError(f"UpdatedRecords[{n}].RecordDigest must be a string")
+        layers = entry.get("Layers")
+        if layers is not None and not isinstance(layers, list):
+            raise LayersError(f"UpdatedRecords[{n}].Layers must be a list")
+        parsed.append((digest, layers or []))
+    return parsed
+
+
+def chain_hash(digests):
+    return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def update_layers(organization, token, body, now=None):
+    """Attach uploaded layer chains to our records. Returns {"Accepted": [...], "Refused": [...]}."""
+    now = now or timezone.now()
+    entries = parse_layers_payload(body)
+    refused = []
+    candidates = []
+    for digest, layers in entries:
+        if not layers:
+            refused.append((digest, "no layers: an empty chain cannot be imported"))
+            continue
+        problem = next((p for p in map(_descriptor_problem, layers) if p), None)
+        if problem:
+            refused.append((digest, problem))
+            continue
+        candidates.append((digest, layers))
+    records = _records_by_identity(organization, {d for d, _ in candidates}, ("identity", "id"))
+    blob_sizes = verified_blob_sizes(organization, {desc["digest"] for _, ls in candidates for desc in ls})
+    accepted = []
+    for digest, layers in candidates:
+        if digest not in records:
+            refused.append((digest, "not a record of this organization"))
+            continue
+        problem = None
+        for desc in layers:
+            size = blob_sizes.get(desc["digest"])
+            if size is None:
+                problem = f"blob {desc['digest']} is not uploaded and verified"
+            elif size != desc["size"]:
+                problem = f"blob {desc['digest']} is {size} bytes, the descriptor says {desc['size']}"
+            if problem:
+                break
+        if problem:
+            refused.append((digest, problem))
+        else:
+            accepted.append((records[digest][0], digest, layers))
+    if accepted:
+        with transaction.atomic():
+            _store_results(organization, token, accepted, now)
+            mark_changed(organization)
+    for digest, reason in refused:
+        log.warning("layers org=%s refused record %s: %s", organization.slug, digest, reason)
+    return {
+        "Accepted": [digest for _, digest, _ in accepted],
+        "Refused": [{"RecordDigest": digest, "Reason": reason} for digest, reason in refused],
+    }
+
+
+def _store_results(organization, token, accepted, now):
+    descriptors = {}
+    for _, _, layers in accepted:
+        for desc in layers:
+            descriptors.setdefault(desc["digest"], desc)
+    Layer.objects.bulk_create(
+        [
+            Layer(
+                organization=organization,
+                digest=digest,
+                media_type=desc["mediaType"][:255],
+                size=desc["size"],
+                diff_id=desc["annotations"][DIFF_ID_ANNOTATION],
+                created_at=parse_time(desc["annotations"].get(CREATED_AT_ANNOTATION)) or now,
+                last_used_at=now,
+            )
+            for digest, desc in descriptors.items()
+        ],
+        ignore_conflicts=True,
+    )
+    layer_ids = {}
+    for chunk in batched(descriptors):
+        layer_ids.update(
+            Layer.objects.filter(organization=organization, digest__in=chunk).values_list("digest", "id")
+        )
+    for chunk in batched(layer_ids.values()):
+        Layer.objects.filter(id__in=chunk).update(last_used_at=now)
+
+    record_ids = [record_id for record_id, _, _ in accepted]
+    pending = {}
+    for chunk in batched(record_ids):
+        pending.update((p.record_id, p) for p in PendingExport.objects.filter(record_id__in=chunk))
+    engine = (
+        Engine.objects.filter(last_token=token).order_by("-last_seen").first() if token is not None else None
+    )
+    chains = {}
+    results = []
+    for record_id, _, layers in accepted:
+        digests = [desc["digest"] for desc in layers]
+        chain = chain_hash(digests)
+        chains[(record_id, chain)] = digests
+        asked = pending.get(record_id)
+        results.append(
+            Result(
+                record_id=record_id,
+                chain=chain,
+                complete=True,
+                cache_ref_id=asked.cache_ref_id if asked else "",
+                description=asked.description if asked else "",
+                created_at=asked.result_created_at if asked else now,
+                exported_at=now,
+                token=token,
+                engine=engine,
+            )
+        )
+    Result.objects.bulk_create(results, ignore_conflicts=True)
+    stored = {}
+    for chunk in batched(record_ids):
+        for result_id, record_id, chain, complete in Result.objects.filter(record_id__in=chunk).values_list(
+            "id", "record_id", "chain", "complete"
+        ):
+            if (record_id, chain) in chains:
+                stored[(record_id, chain)] = (result_id, complete)
+    # A chain delivered again (after its blobs were lost and uploaded anew) is complete again.
+    again = [result_id for result_id, complete in stored.values() if not complete]
+    for chunk in batched(again):
+        Result.objects.filter(id__in=chunk).update(complete=True, exported_at=now)
+    ResultLayer.objects.bulk_create(
+        [
+            ResultLayer(result_id=stored[key][0], position=position, layer_id=layer_ids[digest])
+            for key, digests in chains.items()
+            for position, digest in enumerate(digests)
+        ],
+        ignore_conflicts=True,
+    )
+    for chunk in batched(record_ids):
+        Record.objects.filter(id__in=chunk).update(has_result=True)
+        PendingExport.objects.filter(record_id__in=chunk).delete()
+
+
+# ---- import snapshot bookkeeping --------------------------------------------------------
+
+
+def mark_changed(organization):
+    """Say that the organization's import must be rebuilt; call inside the changing
+    transaction. The rebuild is queued once the change is committed, and /import rebuilds
+    on demand if no worker got to it first."""
+    snapshot, created = ImportSnapshot.objects.get_or_create(organization=organization)
+    if not created:
+        ImportSnapshot.objects.filter(pk=snapshot.pk).update(generation=F("generation") + 1)
+    transaction.on_commit(lambda: _queue_rebuild(organization.pk), robust=True)
+
+
+def _queue_rebuild(organization_id):
+    from records.tasks import rebuild_import
+
+    rebuild_import.delay(organization_id)
+
+
+def blobs_lost(organization, digests):
+    """Blobs that are no longer stored: results using them are incomplete from now on.
+
+    For the blob app to call when it deletes or evicts blobs, so that imports stop naming
+    them and engines are asked to export those records again.
+    """
+    digests = list(set(digests))
+    if not digests:
+        return 0
+    with transaction.atomic():
+        layer_ids = []
+        for chunk in batched(digests):
+            layer_ids += Layer.objects.filter(organization=organization, digest__in=chunk).values_list(
+                "id", flat=True
+            )
+        result_ids = set()
+        for chunk in batched(layer_ids):
+            result_ids.update(
+                ResultLayer.objects.filter(layer_id__in=chunk, result__complete=True).values_list(
+                    "result_id", flat=True
+                )
+            )
+        if not result_ids:
+            return 0
+        record_ids = set()
+        for chunk in batched(result_ids):
+            record_ids.update(Result.objects.filter(id__in=chunk).values_list("record_id", flat=True))
+            Result.objects.filter(id__in=chunk).update(complete=False)
+        still = set()
+        for chunk in batched(record_ids):
+            still.update(
+                Result.objects.filter(record_id__in=chunk, complete=True).values_list("record_id", flat=True)
+            )
+        for chunk in batched(record_ids - still):
+            Record.objects.filter(id__in=chunk).update(has_result=False)
+        mark_changed(organization)
+    return len(result_ids)

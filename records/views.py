@@ -1,0 +1,81 @@
+"""The engine endpoints of the cache graph: /records, /layers and /import."""
+
+import gzip
+import logging
+
+from django.http import HttpResponse
+from rest_framework import exceptions
+
+from cacheweb.engine_api import EngineAPIView, ok
+from records import importconfig, services
+from records.graph import PayloadError
+
+log = logging.getLogger("cacheweb.records")
+
+
+class RecordsView(EngineAPIView):
+    endpoint = "records"
+
+    def post(self, request):
+        # Read-only tokens may not export; the engine only needs an empty answer, so the
+        # body is not even parsed.
+        if request.auth.read_only:
+            return ok({"ExportRecords": []})
+        body = self.body(request)
+        try:
+            export, graph = services.update_records(self.org, request.auth, body)
+        except PayloadError as exc:
+            raise exceptions.ParseError(str(exc)) from None
+        log.info(
+            "records org=%s keys=%s links=%s %s export=%s",
+            self.org.slug,
+            len(graph.identities) + sum(graph.dropped.values()),
+            sum(len(inputs) for _, inputs in graph.records.values()),
+            " ".join(f"{k}={v}" for k, v in graph.stats().items()),
+            len(export),
+        )
+        return ok({"ExportRecords": export})
+
+
+class LayersView(EngineAPIView):
+    endpoint = "layers"
+    writes = True
+
+    def post(self, request):
+        try:
+            answer = services.update_layers(self.org, request.auth, self.body(request))
+        except services.LayersError as exc:
+            raise exceptions.ParseError(str(exc)) from None
+        log.info(
+            "layers org=%s accepted=%s refused=%s",
+            self.org.slug,
+            len(answer["Accepted"]),
+            len(answer["Refused"]),
+        )
+        return ok(answer)
+
+
+def _accepts_gzip(request):
+    for part in request.META.get("HTTP_ACCEPT_ENCODING", "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*") and params.replace(" ", "") not in ("q=0", "q=0.0"):
+            return True
+    return False
+
+
+class ImportView(EngineAPIView):
+    endpoint = "import"
+
+    def get(self, request):
+        body, etag = importconfig.current(self.org)
+        if etag and etag in request.META.get("HTTP_IF_NONE_MATCH", ""):
+            response = HttpResponse(status=304)
+        elif _accepts_gzip(request):
+            response = HttpResponse(body, content_type="application/json")
+            response["Content-Encoding"] = "gzip"
+        else:
+            response = HttpResponse(gzip.decompress(body), content_type="application/json")
+        response["ETag"] = etag
+        response["Vary"] = "Accept-Encoding"
+        response["Cache-Control"] = "private, no-cache"
+        return response
