@@ -237,11 +237,14 @@ def confirm_s3_blob(organization, digest, expected_size=None):
 def receive_upload(org_id, digest, stream, content_length, bound_size):
     """Store the body of a built-in PUT: `content_length` bytes from `stream`, which
     must hash to `digest` (and be `bound_size` bytes when the URL was bound to a size).
-    Returns the verified Blob. Raises UploadRejected (status, message) with nothing kept.
+    `content_length` None means an empty body. Returns the verified Blob. Raises
+    UploadRejected (status, message) with nothing kept.
     Putting a blob that is already there verifies the new bytes and answers the same."""
     validate_digest(digest)
     if content_length is None:
-        raise UploadRejected(411, "a blob PUT needs a Content-Length")
+        # HTTP/1.1: no Content-Length and not chunked (gunicorn de-chunks and sets one)
+        # means an empty body.
+        content_length = 0
     if bound_size is not None and content_length != bound_size:
         raise UploadRejected(400, f"Content-Length {content_length} differs from the announced size {bound_size}")
     organization = Organization.objects.filter(pk=org_id).first()

@@ -1,0 +1,551 @@
+"""Blob URLs and storage, on the built-in storage and on S3 (a real SeaweedFS)."""
+
+import base64
+import urllib.parse
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from blobs import services
+from blobs.models import Blob, BlobState
+from blobs.signals import blob_verified
+from tests.blob_helpers import (
+    Transport,
+    digest_of,
+    download_url,
+    partial_files,
+    random_blob,
+    short_put,
+    stored,
+    upload_url,
+)
+from tests.s3 import s3_storage, seaweedfs  # noqa: F401
+from tests.support import engine_request
+
+OTHER_DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture(autouse=True)
+def fresh_use_counts():
+    # Use counts are buffered per process; rows from an earlier test may share ids.
+    services._uses.clear()
+    services._last_sweep[0] = None
+    yield
+    services._uses.clear()
+
+
+@pytest.fixture
+def builtin(settings, tmp_path):
+    """The built-in storage, in a directory of its own."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "blobs"},
+        },
+    }
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def storage(request):
+    """Each test that takes it runs on both stores."""
+    request.getfixturevalue("s3_storage" if request.param == "s3" else "builtin")
+    return request.param
+
+
+@pytest.fixture
+def transport(client):
+    return Transport(client)
+
+
+def put_blob(client, transport, token, data, digest=None):
+    digest = digest or digest_of(data)
+    answer = upload_url(client, token, digest).json()
+    assert answer["Skip"] is False
+    reply = transport.put(answer["URL"], data, answer["Headers"])
+    assert reply.status == 200, reply.body
+    return digest
+
+
+def fetch(client, transport, token, digest, headers=None):
+    response = download_url(client, token, digest)
+    assert response.status_code == 200, response.content
+    return transport.get(response.json()["URL"], headers)
+
+
+def with_query(url, **changes):
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query.update(changes)
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def tamper_signature(url):
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    key = "sig" if "sig" in query else "X-Amz-Signature"
+    value = query[key]
+    query[key] = ("0" if value[0] != "0" else "1") + value[1:]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def for_org(url, org, other_org):
+    """The same URL with the organization swapped: the path names the org on both stores."""
+    parts = urllib.parse.urlsplit(url)
+    swapped = parts.path.replace(f"/{org.pk}/sha256", f"/{other_org.pk}/sha256")
+    assert swapped != parts.path
+    return urllib.parse.urlunsplit(parts._replace(path=swapped))
+
+
+def assert_nothing_kept(org, digest):
+    assert not stored(org, digest)
+    assert partial_files(org) == []
+    assert not services.has_verified_blob(org, digest)
+
+
+# ---- upload and download ------------------------------------------------------------
+
+
+def test_upload_then_download_returns_the_same_bytes(storage, client, transport, org, token):
+    data, digest = random_blob()
+    put_blob(client, transport, token, data)
+    assert services.has_verified_blob(org, digest) or storage == "s3"
+    reply = fetch(client, transport, token, digest)
+    assert reply.status == 200
+    assert reply.body == data
+    blob = Blob.objects.get(organization=org, digest=digest)
+    assert blob.state == BlobState.VERIFIED
+    assert blob.size == len(data)
+    assert blob.verified_at is not None
+
+
+def test_second_upload_url_says_skip_for_this_org_only(storage, client, transport, org, token, other_token):
+    data, digest = random_blob()
+    put_blob(client, transport, token, data)
+    again = upload_url(client, token, digest)
+    assert again.status_code == 200
+    assert again.json() == {"URL": "", "Headers": {}, "Skip": True}
+    # Another organization never learns that this one holds the blob.
+    theirs = upload_url(client, other_token, digest).json()
+    assert theirs["Skip"] is False and theirs["URL"]
+    assert download_url(client, other_token, digest).status_code == 404
+
+
+def test_upload_answer_shape(storage, client, org, token):
+    digest = OTHER_DIGEST
+    answer = upload_url(client, token, digest).json()
+    assert set(answer) == {"URL", "Headers", "Skip"}
+    assert answer["Skip"] is False
+    if storage == "s3":
+        # The store is told the checksum so that it refuses other bytes itself.
+        checksum = base64.b64encode(bytes.fromhex("ab" * 32)).decode()
+        assert answer["Headers"] == {"x-amz-checksum-sha256": checksum}
+        assert "x-amz-checksum-sha256" in urllib.parse.unquote(answer["URL"])
+    else:
+        assert answer["Headers"] == {}
+        assert answer["URL"].startswith(f"http://testserver/blobs/{org.pk}/{digest}?")
+    row = Blob.objects.get(organization=org, digest=digest)
+    assert row.state == BlobState.PENDING
+
+
+def test_public_url_is_used_for_builtin_urls(settings, client, org, token, builtin):
+    settings.PUBLIC_URL = "https://cache.example.com"
+    answer = upload_url(client, token, OTHER_DIGEST).json()
+    assert answer["URL"].startswith(f"https://cache.example.com/blobs/{org.pk}/{OTHER_DIGEST}?")
+
+
+def test_reput_of_existing_blob_is_a_harmless_200(storage, client, transport, org, token):
+    data, digest = random_blob()
+    target = services.upload_target(None if storage == "s3" else _fake_request(), org, digest)
+    assert transport.put(target["URL"], data, target["Headers"]).status == 200
+    assert transport.put(target["URL"], data, target["Headers"]).status == 200
+    assert fetch(client, transport, token, digest).body == data
+
+
+def _fake_request():
+    from django.test import RequestFactory
+
+    return RequestFactory().get("/")
+
+
+# ---- refusals: nothing is kept --------------------------------------------------------
+
+
+def test_wrong_digest_is_refused_and_nothing_stored(storage, client, transport, org, token):
+    data, _ = random_blob()
+    claimed = digest_of(b"something else")
+    answer = upload_url(client, token, claimed).json()
+    reply = transport.put(answer["URL"], data, answer["Headers"])
+    assert 400 <= reply.status < 500
+    assert_nothing_kept(org, claimed)
+    assert upload_url(client, token, claimed).json()["Skip"] is False
+    assert download_url(client, token, claimed).status_code == 404
+
+
+def test_short_body_is_refused_and_nothing_stored(storage, client, transport, org, token):
+    data, digest = random_blob()
+    answer = upload_url(client, token, digest).json()
+    if storage == "s3":
+        status = short_put(answer["URL"], data[:1000], len(data), answer["Headers"])
+        assert status == 0 or 400 <= status < 500
+    else:
+        reply = transport.put(answer["URL"], data[:1000], content_length=len(data))
+        assert reply.status == 400
+        assert "ended after 1000" in reply.json()["error"]
+    assert_nothing_kept(org, digest)
+
+
+def test_tampered_signature_is_refused(storage, client, transport, org, token):
+    data, digest = random_blob()
+    answer = upload_url(client, token, digest).json()
+    reply = transport.put(tamper_signature(answer["URL"]), data, answer["Headers"])
+    assert reply.status == 403
+    if storage == "filesystem":
+        assert "signature" in reply.json()["error"]
+    assert_nothing_kept(org, digest)
+    # A valid URL for one digest does not carry another digest's bytes either.
+    other, other_digest = random_blob(1000)
+    moved = answer["URL"].replace(digest.split(":")[1], other_digest.split(":")[1])
+    assert transport.put(moved, other, answer["Headers"]).status == 403
+    assert_nothing_kept(org, other_digest)
+
+
+def test_builtin_url_with_changed_expiry_or_size_is_refused(client, transport, org, token, settings, builtin):
+    data, digest = random_blob()
+    url = upload_url(client, token, digest).json()["URL"]
+    expires = int(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))["expires"])
+    assert transport.put(with_query(url, expires=str(expires + 3600)), data).status == 403
+    assert transport.put(with_query(url, size=str(len(data))), data).status == 403
+    assert transport.put(url.split("?")[0], data).status == 403
+    assert not services.has_verified_blob(org, digest)
+
+
+def test_expired_url_is_refused(storage, client, transport, org, token, settings):
+    data, digest = random_blob()
+    past = timezone.now() - timedelta(seconds=settings.BLOB_URL_LIFETIME + 120)
+    with time_machine.travel(past, tick=False):
+        answer = upload_url(client, token, digest).json()
+    reply = transport.put(answer["URL"], data, answer["Headers"])
+    assert reply.status == 403
+    if storage == "filesystem":
+        assert reply.json() == {"error": "blob URL has expired"}
+    assert_nothing_kept(org, digest)
+
+
+def test_url_valid_until_its_lifetime(client, transport, org, token, settings, builtin):
+    data, digest = random_blob()
+    answer = upload_url(client, token, digest).json()
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.BLOB_URL_LIFETIME - 30)):
+        assert transport.put(answer["URL"], data).status == 200
+        url = download_url(client, token, digest).json()["URL"]
+    with time_machine.travel(timezone.now() + timedelta(seconds=settings.BLOB_URL_LIFETIME * 2)):
+        assert transport.get(url).status == 403
+
+
+def test_download_url_cannot_upload(storage, client, transport, org, token):
+    data, digest = random_blob()
+    put_blob(client, transport, token, data)
+    url = download_url(client, token, digest).json()["URL"]
+    replacement = b"poisoned" + data[8:]
+    reply = transport.put(url, replacement)
+    assert reply.status == 403
+    assert fetch(client, transport, token, digest).body == data
+
+
+def test_upload_url_cannot_download(client, transport, org, token, builtin):
+    data, digest = random_blob()
+    url = upload_url(client, token, digest).json()["URL"]
+    assert transport.put(url, data).status == 200
+    reply = transport.get(url)
+    assert reply.status == 403
+    assert reply.body != data
+
+
+def test_another_orgs_url_is_refused(storage, client, transport, org, other_org, token, other_token):
+    data, digest = random_blob()
+    answer = upload_url(client, token, digest).json()
+    reply = transport.put(for_org(answer["URL"], org, other_org), data, answer["Headers"])
+    assert reply.status == 403
+    assert_nothing_kept(other_org, digest)
+    assert_nothing_kept(org, digest)
+    # And a download URL of one organization does not read another's blob.
+    put_blob(client, transport, other_token, data)
+    theirs = download_url(client, other_token, digest).json()["URL"]
+    assert transport.get(for_org(theirs, other_org, org)).status in (403, 404)
+    assert download_url(client, token, digest).status_code == 404
+
+
+def test_announced_size_is_enforced(storage, client, transport, org):
+    data, digest = random_blob()
+    request = _fake_request() if storage == "filesystem" else None
+    target = services.upload_target(request, org, digest, size=len(data) + 1)
+    reply = transport.put(target["URL"], data, target["Headers"])
+    assert 400 <= reply.status < 500
+    assert_nothing_kept(org, digest)
+    target = services.upload_target(request, org, digest, size=len(data))
+    assert transport.put(target["URL"], data, target["Headers"]).status == 200
+    assert services.confirm_s3_blob(org, digest, expected_size=len(data))
+    assert not services.confirm_s3_blob(org, digest, expected_size=len(data) - 1)
+
+
+# ---- Range reads ----------------------------------------------------------------------
+
+
+def test_range_reads_at_several_offsets(storage, client, transport, org, token):
+    data, digest = random_blob(300_001)
+    put_blob(client, transport, token, data)
+    url = download_url(client, token, digest).json()["URL"]
+    size = len(data)
+    for offset in (0, 1, 4095, 65536, 150_000, size - 1):
+        reply = transport.get(url, {"Range": f"bytes={offset}-"})
+        assert reply.status == 206
+        assert reply.body == data[offset:]
+        assert reply.headers["content-range"] == f"bytes {offset}-{size - 1}/{size}"
+        assert int(reply.headers["content-length"]) == size - offset
+    for first, last in ((0, 0), (10, 99), (299_000, 299_999), (200_000, 10_000_000)):
+        reply = transport.get(url, {"Range": f"bytes={first}-{last}"})
+        assert reply.status == 206
+        assert reply.body == data[first : last + 1]
+        assert reply.headers["content-range"] == f"bytes {first}-{min(last, size - 1)}/{size}"
+    reply = transport.get(url, {"Range": "bytes=-100"})
+    assert reply.status == 206 and reply.body == data[-100:]
+    for unsatisfiable in (f"bytes={size}-", f"bytes={size + 10}-{size + 20}"):
+        reply = transport.get(url, {"Range": unsatisfiable})
+        assert reply.status == 416
+        assert reply.headers["content-range"] == f"bytes */{size}"
+
+
+def test_reader_reopening_at_new_offsets_gets_the_right_bytes(storage, client, transport, org, token):
+    """As the engine's urlReaderAt: read sequentially from an offset, and open a new
+    request (Range: bytes=N-) whenever a read is not where the last one ended."""
+    data, digest = random_blob(1_000_003)
+    put_blob(client, transport, token, data)
+    url = download_url(client, token, digest).json()["URL"]
+    reads = [(0, 4096), (4096, 4096), (8192, 100_000), (500_000, 1000), (501_000, 1000),
+             (10, 20), (999_990, 13)]
+    position, body = None, b""
+    for offset, length in reads:
+        if position != offset:
+            reply = transport.get(url, {"Range": f"bytes={offset}-"})
+            assert reply.status == 206
+            body, position = reply.body, offset
+        chunk = body[offset - position : offset - position + length]
+        assert chunk == data[offset : offset + length]
+        body, position = body[offset - position + length :], offset + length
+
+
+def test_head_and_full_get(client, transport, org, token, builtin):
+    data, digest = random_blob()
+    put_blob(client, transport, token, data)
+    url = download_url(client, token, digest).json()["URL"]
+    head = transport.get(url, method="HEAD")
+    assert head.status == 200
+    assert head.body == b""
+    assert head.headers["content-length"] == str(len(data))
+    assert head.headers["accept-ranges"] == "bytes"
+    ranged = transport.get(url, {"Range": "bytes=5-"}, method="HEAD")
+    assert ranged.status == 206 and ranged.headers["content-length"] == str(len(data) - 5)
+    full = transport.get(url)
+    assert full.status == 200 and full.body == data
+    assert full.headers["etag"] == f'"{digest}"'
+
+
+def test_empty_blob(storage, client, transport, org, token):
+    put_blob(client, transport, token, b"")
+    digest = digest_of(b"")
+    assert fetch(client, transport, token, digest).body == b""
+    if storage == "filesystem":
+        # Nothing to range over: the whole (empty) blob, never a 416 error body that an
+        # engine, which ignores the status, would take for content.
+        reply = fetch(client, transport, token, digest, {"Range": "bytes=0-"})
+        assert (reply.status, reply.body) == (200, b"")
+
+
+# ---- the engine endpoints -----------------------------------------------------------------
+
+
+def test_read_only_token_can_download_but_not_upload(storage, client, transport, org, token, ro_token):
+    data, digest = random_blob()
+    refused = upload_url(client, ro_token, digest)
+    assert refused.status_code == 403
+    assert refused.json() == {"error": "this engine token is read-only"}
+    assert not Blob.objects.filter(digest=digest).exists()
+    put_blob(client, transport, token, data)
+    reply = fetch(client, transport, ro_token, digest)
+    assert reply.body == data
+
+
+@pytest.mark.parametrize("endpoint", ["layerUploadURL", "layerDownloadURL"])
+@pytest.mark.parametrize(
+    "body",
+    [{"Digest": "sha256:abc"}, {"Digest": "sha256:" + "AB" * 32}, {"Digest": "md5:" + "a" * 32},
+     {"Digest": 12}, {"Digest": None}, {}, {"Digest": "sha256:" + "a" * 64 + "/../x"}],
+)
+def test_invalid_digest_is_a_400(client, org, token, endpoint, body):
+    response = engine_request(client, "GET", f"/magicache/{endpoint}", token=token, body=body)
+    assert response.status_code == 400
+    assert "Digest" in response.json()["fields"]
+    assert not Blob.objects.exists()
+
+
+@pytest.mark.parametrize("endpoint", ["layerUploadURL", "layerDownloadURL"])
+def test_malformed_bodies_and_auth(client, org, token, endpoint):
+    path = f"/magicache/{endpoint}"
+    assert engine_request(client, "GET", path, token=token, raw=b"{nope").status_code == 400
+    assert engine_request(client, "GET", path, token=token, raw=b"[1]").status_code == 400
+    assert engine_request(client, "GET", path, body={"Digest": OTHER_DIGEST}).status_code == 401
+    assert engine_request(client, "GET", path, token="cwt_wrongwrongwrong", body={"Digest": OTHER_DIGEST}).status_code == 401
+    response = engine_request(client, "POST", path, token=token, body={"Digest": OTHER_DIGEST})
+    assert response.status_code == 405
+    assert "error" in response.json()
+    assert not Blob.objects.exists()
+
+
+def test_download_url_for_unknown_or_pending_digest_is_404(storage, client, org, token):
+    response = download_url(client, token, OTHER_DIGEST)
+    assert response.status_code == 404
+    assert OTHER_DIGEST in response.json()["error"]
+    upload_url(client, token, OTHER_DIGEST)  # pending, never uploaded
+    assert download_url(client, token, OTHER_DIGEST).status_code == 404
+
+
+def test_chunked_engine_call_through_gunicorn(live_service, org, token):
+    from tests.support import basic, chunked_request
+
+    data, digest = random_blob(5000)
+    headers = {"Authorization": basic(token), "Content-Type": "application/json"}
+    body = b'{"Digest": "' + digest.encode() + b'"}\n'
+    status, _, raw = chunked_request(live_service.url, "GET", "/magicache/layerUploadURL", headers, [body[:5], body[5:]])
+    assert status == 200, raw
+    import json
+
+    import requests
+
+    answer = json.loads(raw)
+    assert answer["URL"].startswith(live_service.url + "/blobs/")
+    put = requests.put(answer["URL"], data=data, timeout=30)
+    assert put.status_code == 200
+    status, _, raw = chunked_request(live_service.url, "GET", "/magicache/layerDownloadURL", headers, [body])
+    assert status == 200
+    assert requests.get(json.loads(raw)["URL"], timeout=30).content == data
+
+
+# ---- the data plane's own errors -----------------------------------------------------------
+
+
+def test_data_plane_errors_are_json(client, transport, org, token, builtin):
+    data, digest = random_blob(1000)
+    url = upload_url(client, token, digest).json()["URL"]
+    path = urllib.parse.urlsplit(url).path
+    response = client.post(path + "?" + urllib.parse.urlsplit(url).query, data=data, content_type="application/octet-stream")
+    assert response.status_code == 405 and "error" in response.json()
+    response = client.put(f"/blobs/{org.pk}/sha256:nothex?expires=1&sig=x", data=data)
+    assert response.status_code == 403 and "error" in response.json()
+    no_length = client.generic("PUT", urllib.parse.urlsplit(url).path + "?" + urllib.parse.urlsplit(url).query,
+                               data=b"", CONTENT_LENGTH="")
+    assert no_length.status_code == 400  # no length, no body: not the digest
+    assert partial_files(org) == []
+    assert not services.has_verified_blob(org, digest)
+    missing = download_url(client, token, digest)
+    assert missing.status_code == 404
+
+
+def test_builtin_get_of_a_blob_whose_bytes_are_gone_is_404(client, transport, org, token, builtin):
+    data, digest = random_blob(1000)
+    put_blob(client, transport, token, data)
+    url = download_url(client, token, digest).json()["URL"]
+    services.get_store().delete(org.pk, digest)
+    reply = transport.get(url)
+    assert reply.status == 404 and "error" in reply.json()
+
+
+# ---- verification signal, S3 confirmation, use counts ---------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_blob_verified_signal_is_sent_once_after_commit(storage, client, transport, org, token):
+    seen = []
+
+    def receiver(sender, blob, **kwargs):
+        seen.append((sender, blob.digest, Blob.objects.get(pk=blob.pk).state))
+
+    blob_verified.connect(receiver)
+    try:
+        data, digest = random_blob()
+        put_blob(client, transport, token, data)
+        if storage == "s3":
+            assert seen == []
+            assert services.confirm_s3_blob(org, digest, expected_size=len(data))
+        assert seen == [(Blob, digest, BlobState.VERIFIED)]
+        services.confirm_s3_blob(org, digest)
+        assert len(seen) == 1
+    finally:
+        blob_verified.disconnect(receiver)
+
+
+def test_verified_blob_sizes_confirms_pending_s3_uploads(s3_storage, client, transport, org, token):
+    data, digest = random_blob()
+    put_blob(client, transport, token, data)
+    missing = digest_of(b"never uploaded")
+    upload_url(client, token, missing)
+    assert Blob.objects.get(organization=org, digest=digest).state == BlobState.PENDING
+    assert services.verified_blob_sizes(org, [digest, missing, OTHER_DIGEST]) == {digest: len(data)}
+    assert Blob.objects.get(organization=org, digest=digest).state == BlobState.VERIFIED
+
+
+def test_confirm_s3_blob_rejects_and_deletes_wrong_bytes(s3_storage, org):
+    data, digest = random_blob()
+    store = services.get_store()
+    # Written around the presigned URL, so the store kept no checksum: it gets hashed.
+    s3_storage.client().put_object(Bucket=store.bucket, Key=store.key(org.pk, digest), Body=b"not it")
+    assert services.confirm_s3_blob(org, digest) is False
+    assert not stored(org, digest)
+    assert not services.has_verified_blob(org, digest)
+    s3_storage.client().put_object(Bucket=store.bucket, Key=store.key(org.pk, digest), Body=data)
+    assert services.confirm_s3_blob(org, digest, expected_size=len(data)) is True
+    assert services.verified_blob_sizes(org, [digest]) == {digest: len(data)}
+
+
+def test_download_urls_count_uses_with_throttled_writes(storage, client, transport, org, token, settings):
+    settings.BLOB_USE_WRITE_INTERVAL = 60
+    data, digest = random_blob(1000)
+    put_blob(client, transport, token, data)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        download_url(client, token, digest)
+        blob = Blob.objects.get(organization=org, digest=digest)
+        assert (blob.use_count, blob.last_used_at) == (1, start)
+        download_url(client, token, digest)
+        download_url(client, token, digest)
+        assert Blob.objects.get(pk=blob.pk).use_count == 1  # throttled, still counted
+    later = start + timedelta(seconds=61)
+    with time_machine.travel(later, tick=False):
+        download_url(client, token, digest)
+        blob.refresh_from_db()
+        assert (blob.use_count, blob.last_used_at) == (4, later)
+        download_url(client, token, digest)
+        assert services.flush_uses() == 1
+        blob.refresh_from_db()
+        assert blob.use_count == 5
+    assert upload_url(client, token, digest).json()["Skip"] is True
+    assert Blob.objects.get(pk=blob.pk).use_count == 5  # asking to upload is not a use
+
+
+def test_record_use_of_other_blobs_is_swept(org, settings):
+    settings.BLOB_USE_WRITE_INTERVAL = 60
+    a = Blob.objects.create(organization=org, digest="sha256:" + "1" * 64, state=BlobState.VERIFIED, size=1)
+    b = Blob.objects.create(organization=org, digest="sha256:" + "2" * 64, state=BlobState.VERIFIED, size=1)
+    start = timezone.now()
+    services.record_use(org, a.digest, now=start)
+    services.record_use(org, a.digest, now=start + timedelta(seconds=1))
+    services.record_use(org, b.digest, now=start + timedelta(seconds=2))
+    services.record_use(org, b.digest, now=start + timedelta(seconds=3))
+    a.refresh_from_db(), b.refresh_from_db()
+    assert (a.use_count, b.use_count) == (1, 1)
+    # Any use after the interval writes everything pending, for every blob.
+    services.record_use(org, b.digest, now=start + timedelta(seconds=70))
+    a.refresh_from_db(), b.refresh_from_db()
+    assert (a.use_count, b.use_count) == (2, 3)
+    assert a.last_used_at == start + timedelta(seconds=1)
