@@ -12,6 +12,7 @@ and the engine never looks at their status.
 import base64
 import gzip
 import http.client
+import socket
 import threading
 import time
 import urllib.parse
@@ -154,7 +155,7 @@ class GoHTTPClient:
 
     @staticmethod
     def _new_conn(parts):
-        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        cls = _GoHTTPSConnection if parts.scheme == "https" else _GoHTTPConnection
         return cls(parts.hostname, parts.port, timeout=TIMEOUT)
 
     def _send(self, method, url, headers, payload, *, chunked):
@@ -223,6 +224,20 @@ class RangeReader:
             self._resp.close()
             self._conn.close()
         self._resp = self._conn = None
+
+
+class _GoHTTPConnection(http.client.HTTPConnection):
+    def connect(self):
+        super().connect()
+        # Go's net package sets TCP_NODELAY on every TCP connection; without it the small
+        # chunk writes meet Nagle's algorithm and every call looks 40 ms slower than it is.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _GoHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _go_chunks(payload):
