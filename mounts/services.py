@@ -27,6 +27,7 @@ from mounts.models import (
     ContentsState,
     MountPolicy,
     MountSnapshot,
+    MountSwitch,
     SkipReason,
     SnapshotState,
 )
@@ -160,7 +161,7 @@ def current_size_of_other_mounts(organization, exclude_mount):
 
 def skip_reason(mount, policy, offer):
     """Why `offer` should not be uploaded for `mount`, or '' to take it."""
-    if mount.switch == "off":
+    if mount.switch == MountSwitch.OFF:
         return SkipReason.SWITCHED_OFF
     if not mount.is_synced(policy):
         return SkipReason.NOT_SYNCED
@@ -360,6 +361,19 @@ def confirm_snapshot_upload(snapshot_id):
             organization.slug, snapshot.mount.name, snapshot.digest,
         )
     return FAILED if failed else DONE
+
+
+def sweep_pending_snapshots(batch=500):
+    """Settle pending snapshots past their give-up time whose confirmation task was lost
+    (a worker killed mid-retry, a purged queue): confirm or fail each one. Returns
+    {outcome: count}."""
+    cutoff = timezone.now() - timedelta(seconds=settings.MOUNT_UPLOAD_GRACE)
+    stale = MountSnapshot.objects.filter(state=SnapshotState.PENDING, expires_at__lt=cutoff)
+    outcomes = {}
+    for pk in list(stale.order_by("expires_at").values_list("pk", flat=True)[:batch]):
+        outcome = confirm_snapshot_upload(pk)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
 
 
 def next_confirmation_delay(snapshot_id):

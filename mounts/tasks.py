@@ -14,6 +14,12 @@ def confirm_snapshot_upload(self, snapshot_id):
         raise self.retry(countdown=services.next_confirmation_delay(snapshot_id))
 
 
+@shared_task(name="mounts.sweep_pending_snapshots", ignore_result=True)
+def sweep_pending_snapshots():
+    """Periodic safety net for confirmations that were lost."""
+    services.sweep_pending_snapshots()
+
+
 # The indexer bounds itself; the hard limit only catches a worker stuck outside it
 # (a storage read that never returns).
 @shared_task(

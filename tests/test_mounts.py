@@ -368,6 +368,26 @@ def test_pending_upload_fails_once_its_url_has_expired(
     assert config(client, token)["go-mod"]["URL"] == ""
 
 
+def test_sweep_settles_pending_snapshots_whose_confirmation_was_lost(
+    client, transport, org, token, settings, queued
+):
+    settings.BLOB_URL_LIFETIME = 600
+    settings.MOUNT_UPLOAD_GRACE = 0
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        arrived, _ = blob(b"arrived")
+        answer = offer(client, token, "arrived", digest_of(arrived), len(arrived)).json()
+        assert transport.put(answer["URL"], arrived, answer["Headers"]).status == 200
+        lost, _ = blob(b"lost")
+        offer(client, token, "lost", digest_of(lost), len(lost))
+    with time_machine.travel(start + timedelta(seconds=300), tick=False):
+        assert services.sweep_pending_snapshots() == {}
+    with time_machine.travel(start + timedelta(seconds=601), tick=False):
+        assert services.sweep_pending_snapshots() == {services.VERIFIED: 1, services.FAILED: 1}
+    states = dict(MountSnapshot.objects.values_list("mount__name", "state"))
+    assert states == {"arrived": SnapshotState.VERIFIED, "lost": SnapshotState.FAILED}
+
+
 def test_confirmation_commits_a_blob_that_arrived(client, transport, org, token, queued):
     data, digest = blob()
     answer = offer(client, token, "go-mod", digest, len(data)).json()
