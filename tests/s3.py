@@ -157,7 +157,7 @@ class SeaweedFS:
             },
         }
 
-    def stop(self, grace=5):
+    def stop(self, grace=3):
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:

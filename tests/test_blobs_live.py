@@ -236,6 +236,7 @@ def test_one_gib_blob_up_and_down_with_flat_memory_builtin(live_service, engine_
         assert transfer_get(url) == (200, GIB, digest)
         status, size, _ = transfer_get(url, {"Range": f"bytes={GIB - MIB}-"})
         assert (status, size) == (206, MIB)
+    print(f"built-in 1 GiB: worker RSS {baseline / MIB:.1f} MiB before, peak {memory.peak / MIB:.1f} MiB")
     assert memory.peak - baseline < 40 * MIB, (baseline, memory.peak)
     assert memory.peak < 150 * MIB
     path = builtin_store().path(org.pk, digest)
@@ -267,6 +268,7 @@ def test_one_gib_blob_up_and_down_through_s3(seaweedfs, engine_org):  # noqa: F8
             assert transfer_get(url) == (200, GIB, digest)
             status, size, tail = transfer_get(url, {"Range": f"bytes={GIB - 10}-"})
             assert (status, size) == (206, 10)
+        print(f"s3 1 GiB: worker RSS {baseline / MIB:.1f} MiB before, peak {memory.peak / MIB:.1f} MiB")
         assert memory.peak - baseline < 40 * MIB
         row = Blob.objects.get(organization=org, digest=digest)
         assert (row.state, row.size) == (BlobState.VERIFIED, GIB)
