@@ -1,7 +1,6 @@
 from django.contrib import admin, messages
 from django.db import transaction
 
-from mounts import services
 from mounts.models import CacheMount, MountPolicy, MountSnapshot, MountSwitch
 
 

@@ -4,7 +4,6 @@ SeaweedFS) are in test_mounts_live.py."""
 
 import os
 import tarfile
-import io
 from datetime import timedelta
 
 import pytest
