@@ -94,12 +94,13 @@ class Workload:
 
     @staticmethod
     def of(targets):
+        # Equal definitions are one vertex, as in buildkit, even when built as separate objects.
         seen, order = set(), []
 
         def visit(op):
-            if id(op) in seen:
+            if op.ident in seen:
                 return
-            seen.add(id(op))
+            seen.add(op.ident)
             for inp in op.inputs:
                 visit(inp.op)
             order.append(op)
@@ -179,7 +180,7 @@ class EngineKeys:
     rng: random.Random
     clock_ns: int
     offset_minutes: int
-    entries: dict = field(default_factory=dict)  # (id(op), output) -> KeyEntry
+    entries: dict = field(default_factory=dict)  # (op.ident, output) -> KeyEntry
     content_keys: set = field(default_factory=set)
     links: list = field(default_factory=list)
     by_ref: dict = field(default_factory=dict)  # ref id -> KeyEntry
@@ -187,7 +188,7 @@ class EngineKeys:
 
     def run(self, workload: Workload):
         for op, output in workload.outputs():
-            if (id(op), output) in self.entries:
+            if (op.ident, output) in self.entries:
                 continue
             if op.inputs:
                 key_id = random_id(self.rng)
@@ -197,11 +198,11 @@ class EngineKeys:
                 key_id = root_key(op.cache_digest, output)
             self.clock_ns += self.rng.randrange(10**6, 3 * 10**9)
             entry = KeyEntry(op, output, key_id, random_id(self.rng), GoTime(self.clock_ns, self.offset_minutes))
-            self.entries[(id(op), output)] = entry
+            self.entries[(op.ident, output)] = entry
             self.by_ref[entry.ref_id] = entry
             link_digest = folded_digest(op.cache_digest, output)
             for index, inp in enumerate(op.inputs):
-                source = self.entries[(id(inp.op), inp.output)]
+                source = self.entries[(inp.op.ident, inp.output)]
                 self.links.append({"ID": key_id, "LinkedID": source.id, "Input": index,
                                    "Digest": link_digest, "Selector": inp.selector})
                 if inp.content_alt:
@@ -211,7 +212,7 @@ class EngineKeys:
                                        "Digest": link_digest, "Selector": ""})
 
     def key_of(self, op, output):
-        return self.entries[(id(op), output)]
+        return self.entries[(op.ident, output)]
 
     def records_payload(self):
         """The /records body: every key (results of content keys are nil) and every link,
@@ -229,7 +230,7 @@ class EngineKeys:
 
     def chain(self, op: Op, output: int):
         """The layers of an output, base first: its input's chain plus its own layer."""
-        cache_key = (id(op), output)
+        cache_key = (op.ident, output)
         if cache_key in self._layers:
             return self._layers[cache_key]
         created = self.key_of(op, output).created_at.marshal()

@@ -53,7 +53,7 @@ def check_import(body, keys: EngineKeys, workload, exported_idents) -> ImportChe
         ident = op.output_ident(output)
         expected = ident in exported_idents and not depends_on_random(op)
         report.expected += expected
-        found = [storage.by_id[i] for i in matched[(id(op), output)]]
+        found = [storage.by_id[i] for i in matched[(op.ident, output)]]
         results = [s.item.result for s in found if s.item.result is not None]
         if not results:
             if expected:
@@ -82,17 +82,17 @@ def check_import(body, keys: EngineKeys, workload, exported_idents) -> ImportChe
 
 
 def lookup(storage: KeyStorage, keys: EngineKeys, workload):
-    """{(id(op), output): set of stored key IDs} the solver would reach for each key."""
+    """{(op.ident, output): set of stored key IDs} the solver would reach for each key."""
     matched = {}
     for op, output in workload.outputs():
         entry = keys.key_of(op, output)
         if not op.inputs:
-            matched[(id(op), output)] = {entry.id} if storage.exists(entry.id) else set()
+            matched[(op.ident, output)] = {entry.id} if storage.exists(entry.id) else set()
             continue
         digest = folded_digest(op.cache_digest, output)
         per_input = []
         for index, inp in enumerate(op.inputs):
-            alternatives = [(matched[(id(inp.op), inp.output)], inp.selector)]
+            alternatives = [(matched[(inp.op.ident, inp.output)], inp.selector)]
             if inp.content_alt:
                 content = op.content_key(index)
                 alternatives.append(({content} if storage.exists(content) else set(), ""))
@@ -101,6 +101,6 @@ def lookup(storage: KeyStorage, keys: EngineKeys, workload):
                 for source in sources:
                     reached.update(storage.walk_links(source, index, digest, selector))
             per_input.append(reached)
-        matched[(id(op), output)] = set.intersection(*per_input) if per_input else set()
+        matched[(op.ident, output)] = set.intersection(*per_input) if per_input else set()
     return matched
 

@@ -83,7 +83,7 @@ class RunReport:
             f"scenario {self.scenario}: {self.engines} engine(s), {self.rounds} round(s), {self.seconds:.1f}s, "
             f"{self.requests} requests ({self.failed_requests} failed)",
             f"import: {self.keys_checked} keys checked, {self.hits} hits "
-            f"({self.expected_hits} expected, {self.misses} missed, {self.unexpected_hits} from outside this run), "
+            f"({self.expected_hits} expected, {self.misses} missed, {self.unexpected_hits} more from earlier runs or concurrent exports), "
             f"{len(self.wrong_hits)} wrong hits",
             f"export: {self.records_posted} keys posted, {self.exported_records} records exported, "
             f"{self.layers_uploaded} layers uploaded, {self.layers_skipped} skipped as present",
