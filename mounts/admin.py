@@ -61,7 +61,7 @@ class MountSnapshotAdmin(admin.ModelAdmin):
     search_fields = ["digest", "mount__name"]
     readonly_fields = [
         "mount", "digest", "size", "media_type", "state", "created_at", "expires_at", "verified_at",
-        "failed_at", "error", "token", "remote_addr", "user_agent", "contents_state", "contents",
+        "failed_at", "error", "token", "engine", "remote_addr", "user_agent", "contents_state", "contents",
         "file_count", "uncompressed_bytes", "indexed_at",
     ]
     actions = ["reindex"]

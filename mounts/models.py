@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import EngineToken, Organization
+from accounts.models import Engine, EngineToken, Organization
 
 MAX_NAME_LENGTH = 255
 SNAPSHOT_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+zstd"
@@ -170,6 +170,11 @@ class MountSnapshot(models.Model):
     token = models.ForeignKey(
         EngineToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="the token the engine uploaded with",
+    )
+    engine = models.ForeignKey(
+        Engine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="the engine that last called /config with this token from this address, "
+        "when exactly one did (the upload request itself names no engine)",
     )
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=500, blank=True)

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from accounts.models import Engine
 from blobs import contents
 from blobs import services as blobs
 from mounts.models import (
@@ -184,23 +185,32 @@ def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
     # A read-only token may not write, and that includes growing the mount list.
     mount = _record_mount(organization, offer.name, create=not token.read_only, now=now)
     if mount is None:
+        _log_offer(organization, offer, "not recorded (read-only token or mount count cap)")
         return dict(SKIP)
     if token.read_only:
         _note_skip(mount, SkipReason.READ_ONLY)
+        _log_offer(organization, offer, SkipReason.READ_ONLY)
         return dict(SKIP)
     policy = MountPolicy.for_organization(organization)
     reason = skip_reason(mount, policy, offer)
     if reason:
         _note_skip(mount, reason, synced_at=now if reason == SkipReason.UNCHANGED else None)
+        _log_offer(organization, offer, reason)
         return dict(SKIP)
 
-    uploader = {"token": token, "remote_addr": remote_addr, "user_agent": (user_agent or "")[:500]}
+    uploader = {
+        "token": token,
+        "engine": _likely_engine(token, remote_addr),
+        "remote_addr": remote_addr,
+        "user_agent": (user_agent or "")[:500],
+    }
     if blobs.verified_blob_sizes(organization, [offer.digest]).get(offer.digest) == offer.size:
         # The organization already holds these bytes (a mount going back to an earlier
         # state, or two mounts with the same contents): commit without an upload.
         with transaction.atomic():
             snapshot = _pending_snapshot(mount, offer, expires_at=None, **uploader)
             commit_snapshot(snapshot.pk)
+        _log_offer(organization, offer, "already held")
         return dict(SKIP)
 
     target = blobs.upload_target(request, organization, offer.digest, offer.size)
@@ -209,7 +219,26 @@ def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
         snapshot = _pending_snapshot(mount, offer, expires_at=expires_at, **uploader)
         CacheMount.objects.filter(pk=mount.pk).update(last_skip_reason=SkipReason.NONE)
         transaction.on_commit(lambda: _queue_confirmation(snapshot.pk, expires_at))
+    _log_offer(organization, offer, "upload")
     return {"URL": target["URL"], "Headers": target["Headers"], "Skip": False}
+
+
+def _log_offer(organization, offer, decision):
+    log.info(
+        "mount offer org=%s mount=%r digest=%s size=%d decision=%s",
+        organization.slug, offer.name, offer.digest, offer.size, decision or "upload",
+    )
+
+
+def _likely_engine(token, remote_addr):
+    """The engine behind an upload offer, when the evidence is unambiguous: the offer
+    names none, but an engine calls /config at start with its id, token and address."""
+    if not remote_addr:
+        return None
+    candidates = list(
+        Engine.objects.filter(organization_id=token.organization_id, last_token=token, remote_addr=remote_addr)[:2]
+    )
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _note_skip(mount, reason, synced_at=None):
@@ -219,7 +248,7 @@ def _note_skip(mount, reason, synced_at=None):
     CacheMount.objects.filter(pk=mount.pk).update(**fields)
 
 
-def _pending_snapshot(mount, offer, expires_at, token, remote_addr, user_agent):
+def _pending_snapshot(mount, offer, expires_at, token, engine, remote_addr, user_agent):
     """The pending snapshot of `mount` for this digest, created or refreshed (an engine
     retrying gets a new URL, so the snapshot waits for the later expiry)."""
     fields = {
@@ -227,6 +256,7 @@ def _pending_snapshot(mount, offer, expires_at, token, remote_addr, user_agent):
         "media_type": SNAPSHOT_MEDIA_TYPE,
         "expires_at": expires_at,
         "token": token,
+        "engine": engine,
         "remote_addr": remote_addr,
         "user_agent": user_agent,
     }
@@ -398,19 +428,38 @@ def index_snapshot_contents(snapshot_id, force=False):
         return None
     if snapshot.contents_state and not force:
         return snapshot
-    try:
-        summary = contents.index_blob(snapshot.mount.organization, snapshot.digest)
-    except contents.BlobMissing:
-        log.warning("mount snapshot %s: blob %s is gone, not indexed", snapshot.pk, snapshot.digest)
-        return None
-    fields = {
-        "contents_state": ContentsState(summary.status),
-        "contents": summary.as_dict(),
-        "file_count": summary.files,
-        "uncompressed_bytes": summary.total_bytes,
-        "indexed_at": timezone.now(),
-    }
+    fields = None if force else _index_of_same_blob(snapshot)
+    if fields is None:
+        try:
+            summary = contents.index_blob(snapshot.mount.organization, snapshot.digest)
+        except contents.BlobMissing:
+            log.warning("mount snapshot %s: blob %s is gone, not indexed", snapshot.pk, snapshot.digest)
+            return None
+        fields = {
+            "contents_state": ContentsState(summary.status),
+            "contents": summary.as_dict(),
+            "file_count": summary.files,
+            "uncompressed_bytes": summary.total_bytes,
+            "indexed_at": timezone.now(),
+        }
     MountSnapshot.objects.filter(pk=snapshot.pk).update(**fields)
     for name, value in fields.items():
         setattr(snapshot, name, value)
     return snapshot
+
+
+INDEX_FIELDS = ["contents_state", "contents", "file_count", "uncompressed_bytes", "indexed_at"]
+
+
+def _index_of_same_blob(snapshot):
+    """The index of another snapshot of the organization with the same digest (a mount
+    back to an earlier state, or two identical mounts): the bytes are the same, so a
+    multi-gigabyte blob need not be read again."""
+    twin = (
+        MountSnapshot.objects.filter(mount__organization_id=snapshot.mount.organization_id, digest=snapshot.digest)
+        .exclude(pk=snapshot.pk)
+        .exclude(contents_state="")
+        .values(*INDEX_FIELDS)
+        .first()
+    )
+    return twin

@@ -221,6 +221,16 @@ def test_same_digest_again_is_skipped(client, transport, org, token, django_capt
     assert mount.last_synced_at > MountSnapshot.objects.get().verified_at
 
 
+def test_snapshot_names_the_engine_when_only_one_fits(client, org, token, other_token):
+    engine_request(client, "GET", "/magicache/config", token=token, body={"EngineID": "runner-1"})
+    offer(client, token, "go-mod", "sha256:" + "a" * 64, 10)
+    assert MountSnapshot.objects.get().engine.engine_id == "runner-1"
+    # A second engine with the same token behind the same address: no guessing.
+    engine_request(client, "GET", "/magicache/config", token=token, body={"EngineID": "runner-2"})
+    offer(client, token, "go-mod", "sha256:" + "b" * 64, 10)
+    assert MountSnapshot.objects.get(digest="sha256:" + "b" * 64).engine is None
+
+
 def test_retried_offer_shares_one_pending_snapshot(client, org, token, queued):
     data, digest = blob()
     first = offer(client, token, "go-mod", digest, len(data)).json()
@@ -460,6 +470,25 @@ def test_index_numbers_match_the_tarball(client, transport, org, token, tmp_path
     # Idempotent: a second run (a redelivered task) does not read the blob again.
     again = services.index_snapshot_contents(snapshot.pk)
     assert again.indexed_at == indexed.indexed_at
+
+
+def test_a_blob_indexed_once_is_not_read_again_for_another_snapshot(
+    client, transport, org, token, tmp_path, monkeypatch, django_capture_on_commit_callbacks
+):
+    data = tar_zstd(make_tree(tmp_path / "mount"))
+    upload(client, transport, token, "go-mod", data, django_capture_on_commit_callbacks)
+    first = services.index_snapshot_contents(MountSnapshot.objects.get().pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        offer(client, token, "go-mod-copy", digest_of(data), len(data))
+    copy = MountSnapshot.objects.get(mount__name="go-mod-copy")
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the blob was read again")
+
+    monkeypatch.setattr(services.contents, "index_blob", no_reading)
+    copied = services.index_snapshot_contents(copy.pk)
+    assert copied.contents == first.contents
+    assert copied.file_count == first.file_count
 
 
 def test_invalid_snapshot_is_marked_invalid(client, transport, org, token, django_capture_on_commit_callbacks):
