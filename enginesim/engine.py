@@ -203,11 +203,11 @@ class SimEngine:
         if body is None:
             return
         records = body.get("ExportRecords") if isinstance(body, dict) else "not an object"
-        if records is None:
-            return
-        if not isinstance(records, list):
+        if not isinstance(records, (list, type(None))):
             self.violation(f"/records: ExportRecords must be a list, got {records!r:.200}")
             return
+        if not records:
+            return  # nothing to export: the engine does not call /layers at all
         updated = []
         exported_idents = []
         pushed = set()

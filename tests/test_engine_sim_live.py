@@ -1,0 +1,52 @@
+"""End to end: simulated engines against the service as it runs in production (gunicorn on
+the test database plus a real Celery worker on the configured broker), on whichever
+configuration the suite runs in (embedded, or PostgreSQL + Redis).
+
+These need every engine endpoint (records, blobs, mounts). A missing or wrong one fails
+them with the simulator's report, never a skip."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from enginesim.scenarios import RunOptions, run
+from tests.support import ROOT, child_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_second_engine_hits_first_engines_work_and_nothing_else(live_service, celery_worker_process, token):
+    report = run(RunOptions(url=live_service.url + "/magicache", token=token, engines=2,
+                            scale=8 * 1024, settle_seconds=30))
+    summary = "\n".join(report.lines()) + f"\n--- gunicorn ---\n{live_service.output()[-3000:]}"
+    assert report.violations == [], summary
+    assert report.wrong_hits == [], summary
+    # Engine B found every key engine A exported...
+    assert report.hits > 0 and report.misses == 0, summary
+    assert report.hits == report.expected_hits + report.unexpected_hits
+    # ...and nothing for its own new work: the rest of its keys were looked up and missed.
+    assert report.keys_checked > report.hits
+    assert report.layers_downloaded > 0 and report.range_reopens > 0, summary
+    assert report.mounts_uploaded >= 2 and report.mounts_downloaded >= 1, summary
+
+
+def test_engine_sim_command_against_the_live_service(live_service, celery_worker_process, token):
+    cmd = [sys.executable, "manage.py", "engine_sim", "--url", live_service.url + "/magicache",
+           "--token", token, "--scenario", "fleet", "--engines", "3", "--rounds", "2",
+           "--scale", "4096", "--seed", "3", "--json"]
+    done = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["hits"] > 0 and report["wrong_hits"] == []
+    assert {"config", "records", "layers", "import", "layerUploadURL", "layer PUT"} <= set(report["calls"])
+    assert all(c["p50_ms"] <= c["p99_ms"] for c in report["calls"].values())
+
+
+def test_read_only_token_imports_but_is_never_asked_for_layers(live_service, ro_token):
+    report = run(RunOptions(url=live_service.url + "/magicache", token=ro_token, engines=1,
+                            scale=4096, mounts=False))
+    assert report.violations == [] and report.wrong_hits == [], "\n".join(report.lines())
+    assert report.calls["records"]["count"] == 1 and report.calls["import"]["count"] == 1
+    assert report.exported_records == 0 and report.layers_uploaded == 0
