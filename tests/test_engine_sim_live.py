@@ -50,3 +50,15 @@ def test_read_only_token_imports_but_is_never_asked_for_layers(live_service, ro_
     assert report.violations == [] and report.wrong_hits == [], "\n".join(report.lines())
     assert report.calls["records"]["count"] == 1 and report.calls["import"]["count"] == 1
     assert report.exported_records == 0 and report.layers_uploaded == 0
+
+
+def test_seed_demo_starts_what_it_needs_and_leaves_real_cache(transactional_db):
+    from accounts.models import Engine, EngineToken
+
+    cmd = [sys.executable, "manage.py", "seed_demo", "--org", "demo", "--engines", "2", "--scale", "4096"]
+    done = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Seeded" in done.stdout
+    assert Engine.objects.filter(organization__slug="demo").count() == 4
+    # The temporary token it seeded with no longer works.
+    assert all(t.revoked for t in EngineToken.objects.filter(organization__slug="demo"))
