@@ -395,6 +395,13 @@ def test_sweep_settles_pending_snapshots_whose_confirmation_was_lost(
         assert services.sweep_pending_snapshots() == {services.VERIFIED: 1, services.FAILED: 1}
     states = dict(MountSnapshot.objects.values_list("mount__name", "state"))
     assert states == {"arrived": SnapshotState.VERIFIED, "lost": SnapshotState.FAILED}
+    # Failed rows are kept a week for operators to see, then forgotten.
+    with time_machine.travel(start + timedelta(days=6), tick=False):
+        services.sweep_pending_snapshots()
+    assert MountSnapshot.objects.filter(state=SnapshotState.FAILED).exists()
+    with time_machine.travel(start + timedelta(days=8), tick=False):
+        services.sweep_pending_snapshots()
+    assert list(MountSnapshot.objects.values_list("mount__name", flat=True)) == ["arrived"]
 
 
 def test_confirmation_commits_a_blob_that_arrived(client, transport, org, token, queued):

@@ -88,6 +88,13 @@ def test_engine_sync_through_gunicorn_and_a_worker(live_service, celery_worker_p
     assert snapshot.file_count == want["files"]
     assert snapshot.uncompressed_bytes == want["total_bytes"]
 
+    # Garbage through the real stack is a JSON 400 that records nothing.
+    status, reply = engine_call(
+        live_service, token, "/magicache/cacheMountUploadURL", {"CacheName": "../x", "Digest": digest, "Size": 1}
+    )
+    assert status == 400 and reply["error"]
+    assert not MountSnapshot.objects.filter(mount__name="../x").exists()
+
     # An engine that did not change the mount is told to skip.
     status, answer = engine_call(
         live_service, token, "/magicache/cacheMountUploadURL", {"CacheName": "go-mod", "Digest": digest, "Size": len(data)}
