@@ -10,4 +10,6 @@ app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
     "worker-heartbeat": {"task": "cacheweb.tasks.heartbeat", "schedule": 30.0},
+    # Settles mount uploads whose confirmation task was lost; drops week-old failures.
+    "mounts-sweep-pending": {"task": "mounts.sweep_pending_snapshots", "schedule": 600.0},
 }
