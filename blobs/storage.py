@@ -15,7 +15,9 @@ import base64
 import contextlib
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from django.core.files.storage import FileSystemStorage, storages
 # Large enough that per-call overhead (Python, the WSGI input stream) is noise next to
 # hashing and copying; small enough that a dozen concurrent uploads stay a few MB.
 CHUNK_SIZE = 1024 * 1024
+WRITE_QUEUE = 4
 
 
 class UploadRejected(Exception):
@@ -45,6 +48,38 @@ def sha256_b64(digest):
 class ObjectInfo:
     size: int
     checksum_sha256: str | None
+
+
+class _Writer(threading.Thread):
+    """Writes chunks to a file descriptor on its own thread, so that writing one chunk
+    overlaps receiving and hashing the next (all three release the GIL). The queue is
+    short: an upload holds at most WRITE_QUEUE + 2 chunks in memory. After a write
+    error it keeps draining so the producer never blocks; `error` says what failed."""
+
+    def __init__(self, fd):
+        super().__init__(daemon=True, name="blob-writer")
+        self.fd = fd
+        self.error = None
+        self.queue = queue.Queue(maxsize=WRITE_QUEUE)
+
+    def run(self):
+        while (chunk := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+            except OSError as exc:
+                self.error = exc
+
+    def put(self, chunk):
+        self.queue.put(chunk)
+
+    def finish(self):
+        if self.is_alive():
+            self.queue.put(None)
+            self.join()
 
 
 class FileSystemBlobStore:
@@ -78,25 +113,35 @@ class FileSystemBlobStore:
         fd, temp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name[:16]}.", suffix=".part")
         hasher = hashlib.sha256()
         received = 0
+        writer = _Writer(fd)
         try:
-            with os.fdopen(fd, "wb", buffering=0) as out:
-                while received < length:
+            writer.start()
+            try:
+                while received < length and writer.error is None:
                     chunk = stream.read(min(CHUNK_SIZE, length - received))
                     if not chunk:
                         break
                     hasher.update(chunk)
-                    out.write(chunk)
+                    writer.put(chunk)
                     received += len(chunk)
-                if received < length:
-                    raise UploadRejected(400, f"body ended after {received} of {length} bytes")
-                if "sha256:" + hasher.hexdigest() != digest:
-                    raise UploadRejected(400, f"body does not hash to {digest}")
-                if self.fsync:
-                    # Rows say "verified" once we return: the bytes must survive a crash.
-                    os.fsync(out.fileno())
-            os.chmod(temp_name, 0o640)
+            finally:
+                writer.finish()
+            if writer.error is not None:
+                raise UploadRejected(507, f"could not store the blob: {writer.error.strerror}")
+            if received < length:
+                raise UploadRejected(400, f"body ended after {received} of {length} bytes")
+            if "sha256:" + hasher.hexdigest() != digest:
+                raise UploadRejected(400, f"body does not hash to {digest}")
+            if self.fsync:
+                # Rows say "verified" once we return: the bytes must survive a crash.
+                os.fsync(fd)
+            os.fchmod(fd, 0o640)
+            os.close(fd)
+            fd = None
             os.replace(temp_name, final)
         except BaseException:
+            if fd is not None:
+                os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_name)
             raise
