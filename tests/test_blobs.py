@@ -549,3 +549,43 @@ def test_record_use_of_other_blobs_is_swept(org, settings):
     a.refresh_from_db(), b.refresh_from_db()
     assert (a.use_count, b.use_count) == (2, 3)
     assert a.last_used_at == start + timedelta(seconds=1)
+
+
+# ---- odd requests and failures ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["bytes=0-9,20-29", "bytes=abc-", "items=0-5", "bytes=9-3", "bytes=-"])
+def test_ranges_we_do_not_serve_as_206_get_the_whole_blob(client, transport, org, token, builtin, header):
+    data, digest = random_blob(1000)
+    put_blob(client, transport, token, data)
+    url = download_url(client, token, digest).json()["URL"]
+    reply = transport.get(url, {"Range": header})
+    assert (reply.status, reply.body) == (200, data)
+
+
+def test_disk_write_failure_is_a_507_and_keeps_nothing(client, transport, org, token, builtin, monkeypatch):
+    import errno
+    import os as real_os
+
+    from blobs import storage
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, real_os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(storage.os, "write", full)
+    data, digest = random_blob()
+    answer = upload_url(client, token, digest).json()
+    reply = transport.put(answer["URL"], data)
+    assert reply.status == 507
+    assert "No space left" in reply.json()["error"]
+    monkeypatch.undo()
+    assert_nothing_kept(org, digest)
+
+
+def test_blob_admin_lists_and_searches(admin_client, org):
+    Blob.objects.create(organization=org, digest=OTHER_DIGEST, state=BlobState.VERIFIED, size=3)
+    response = admin_client.get("/admin/blobs/blob/", {"q": "abab"})
+    assert response.status_code == 200
+    assert OTHER_DIGEST in response.content.decode()
+    blob = Blob.objects.get(digest=OTHER_DIGEST)
+    assert admin_client.get(f"/admin/blobs/blob/{blob.pk}/change/").status_code == 200
