@@ -33,6 +33,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--scale", type=int, default=32 * 1024, help="bytes in a typical layer")
     parser.add_argument("--download-limit", type=int, default=12, help="layers downloaded per engine per import")
+    parser.add_argument("--history", type=int, default=20,
+                        help="old builds (about 14 keys each) in every engine's store, posted every round")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100000,
                         help="sources differ per seed, so each run exports fresh work")
     parser.add_argument("--web-workers", type=int, default=None, help="gunicorn workers when starting the service")
@@ -71,6 +73,7 @@ def main(argv=None):
         report = run(RunOptions(
             url=url, token=token, scenario="fleet", engines=args.engines, rounds=args.rounds,
             seed=args.seed, scale=args.scale, download_limit=args.download_limit, time_limit=args.time_limit,
+            history=args.history,
         ))
     finally:
         if sampler:

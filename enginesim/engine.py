@@ -175,7 +175,9 @@ class SimEngine:
                     data[offset : offset + len(piece)] = piece
                     offset += len(piece)
                 if offset < ends[start]:
-                    self.violation(f"{name} {digest}: body ended at {offset} of {size} bytes")
+                    opened_at, status, _ = reader.opens[-1]
+                    self.violation(f"{name} {digest}: Range bytes={opened_at}- answered {status} and ended at "
+                                   f"{offset} of {size} bytes: {bytes(data[opened_at:offset][:120])!r}")
                     return None
         except (OSError, ProtocolError) as exc:
             self.violation(f"{name} {digest}: {exc}")

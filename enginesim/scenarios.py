@@ -15,7 +15,7 @@ round) and one of its own.
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from enginesim.engine import Ledger, SimEngine
 from enginesim.graph import BASES, PROJECTS, Workload, project
@@ -40,7 +40,9 @@ class RunOptions:
     download_limit: int | None = None
     settle_seconds: float = 15.0  # how long a later engine waits for earlier exports to show
     time_limit: float = 600.0
-    names: list = field(default_factory=list)
+    # Old builds already in each fleet engine's key store: posted on every /records, as a
+    # busy engine posts tens of thousands of mostly unchanged keys every period.
+    history: int = 0
 
 
 def run(options: RunOptions) -> RunReport:
@@ -141,6 +143,13 @@ def fleet_workload(options, index, round_no):
     return Workload.of(shared + own)
 
 
+def history_workload(options, index):
+    targets = []
+    for h in range(options.history):
+        targets += project(f"old-{_tag(options)}-{index}-{h}", BASES[h % len(BASES)], 0, 1024)
+    return Workload.of(targets)
+
+
 def _fleet(options, engines):
     barrier = threading.Barrier(len(engines))
     deadline = time.monotonic() + options.time_limit
@@ -149,6 +158,8 @@ def _fleet(options, engines):
     def drive(index, engine):
         try:
             started = engine.start()
+            if options.history:
+                engine.keys.run(history_workload(options, index))
             for round_no in range(options.rounds):
                 if started and time.monotonic() < deadline:
                     workload = fleet_workload(options, index, round_no)

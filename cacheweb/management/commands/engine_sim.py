@@ -24,6 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0,
                             help="runs with different seeds build different sources")
         parser.add_argument("--scale", type=int, default=64 * 1024, help="bytes in a typical layer")
+        parser.add_argument("--history", type=int, default=0,
+                            help="old builds (about 14 keys each) already in each engine's store (fleet)")
         parser.add_argument("--no-mounts", action="store_true", help="skip cache mount sync")
         parser.add_argument("--download-limit", type=int, default=None,
                             help="download at most this many layers per import")
@@ -39,7 +41,7 @@ class Command(BaseCommand):
         report = run(RunOptions(
             url=o["url"], token=o["token"], scenario=o["scenario"], engines=o["engines"],
             rounds=o["rounds"], seed=o["seed"], scale=o["scale"], mounts=not o["no_mounts"],
-            download_limit=o["download_limit"], settle_seconds=o["settle"],
+            download_limit=o["download_limit"], settle_seconds=o["settle"], history=o["history"],
         ))
         if o["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
