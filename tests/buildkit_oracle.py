@@ -339,7 +339,9 @@ class Engine:
             if len(kept) > 1 and rng.random() < drop_alternatives:
                 kept = rng.sample(kept, rng.randint(1, len(kept) - 1))
             inputs.append([(self._key(src, world, rng, drop_alternatives), sel) for src, sel in kept])
-        key_id = root_key(op.digest, output) if not op.inputs else random_key_id(rng)
+        # Random per engine, as buildkit's identity.NewID; the counter keeps them distinct
+        # even when hypothesis hands out degenerate randomness.
+        key_id = root_key(op.digest, output) if not op.inputs else random_key_id(rng)[:20] + f"{len(self.keys):05d}"
         self.keys[edge] = EngineKey(key_id, edge, inputs)
         return self.keys[edge]
 
@@ -374,13 +376,17 @@ class Engine:
         return {k.result[0]: k for k in self.keys.values() if k.result is not None}
 
     def query(self, engine_key):
-        """The query that a rebuild of this key makes (first alternative everywhere)."""
+        """The query that a rebuild of this key makes, through the first alternative of each
+        input that an import can hold (random roots never can)."""
         op, output = engine_key.edge
-        return Query(
-            op.digest,
-            output,
-            tuple((self.query(alts[0][0]), alts[0][1]) for alts in engine_key.inputs),
-        )
+        cache = {}
+        chosen = []
+        for alternatives in engine_key.inputs:
+            source, selector = next(
+                ((src, sel) for src, sel in alternatives if importable(src, cache)), alternatives[0]
+            )
+            chosen.append((self.query(source), selector))
+        return Query(op.digest, output, tuple(chosen))
 
 
 def importable(engine_key, cache=None):
@@ -412,23 +418,23 @@ def matches(engine_key, query):
 
 
 def make_world(rng, digests=5, roots=4, ops=10, random_roots=1):
-    """Ops over a small digest pool, so that one digest runs on different inputs."""
-    pool = [sha(f"op {n}") for n in range(digests)]
+    """Ops over a small digest pool, so that one operation runs on different inputs. As in
+    buildkit, an operation's digest fixes how many inputs it has."""
+    pool = [(sha(f"op {n}"), 1 + n % 2) for n in range(digests)]
     selectors = ["", sha("selector a"), sha("selector b")]
-    world = []
-    for n in range(roots):
-        world.append(Op(sha(f"image {n % max(1, roots - 1)}-{n}"), outputs=rng.randint(1, 2)))
+    world = [Op(sha(f"image {n}"), outputs=rng.randint(1, 2)) for n in range(roots)]
     for n in range(random_roots):
         world.append(Op("random:" + hashlib.sha256(f"random {n}".encode()).hexdigest()))
     for _ in range(ops):
+        digest, input_count = rng.choice(pool)
         inputs = []
-        for _ in range(rng.randint(1, 2)):
+        for _ in range(input_count):
             alternatives = []
             for _ in range(rng.randint(1, 2)):
                 src = rng.choice(world)
                 alternatives.append(((src, rng.randrange(src.outputs)), rng.choice(selectors)))
             inputs.append(tuple(dict.fromkeys(alternatives)))
-        world.append(Op(rng.choice(pool), outputs=rng.randint(1, 2), inputs=tuple(inputs)))
+        world.append(Op(digest, outputs=rng.randint(1, 2), inputs=tuple(inputs)))
     return world
 
 
@@ -461,5 +467,4 @@ def mutations(query, world, rng):
         changed = list(query.inputs)
         changed[i] = (Query(other.digest, 0, ()) if not other.inputs else Query(sha("other"), 0, ()), sel)
         out.append(Query(query.digest, query.output, tuple(changed)))
-        out.append(Query(query.digest, query.output, query.inputs[:-1]))
     return out

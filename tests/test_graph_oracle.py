@@ -137,7 +137,7 @@ def _check(config, fleet, delivered, world, rng):
 
 @pytest.mark.django_db
 @settings(
-    max_examples=25,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
