@@ -62,7 +62,9 @@ class Op:
 
     @cached_property
     def cache_digest(self) -> str:
-        return sha(f"{self.kind}|{self.definition}")
+        # The sizes are part of what the op is: runs at another --scale build other outputs
+        # and must not share keys with this one.
+        return sha(f"{self.kind}|{self.definition}|{self.layer_sizes}")
 
     @cached_property
     def ident(self) -> str:
