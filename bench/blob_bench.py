@@ -308,22 +308,18 @@ class Registry(Server):
         return curl(["-L", f"{self.url}/v2/bench/cache/blobs/{digest}"])
 
 
-def run_server(server, path, digest, size, rounds, sampler=None):
-    server.prepare(digest)
-    results = {"upload": [], "download": []}
-    for _ in range(rounds):
-        for direction in ("upload", "download"):
+def run_round(server, path, digest, size, sampler, results):
+    for direction in ("upload", "download"):
+        if sampler is not None:
+            sampler.__enter__()
+        try:
+            status, seconds = server.upload(path, digest) if direction == "upload" else server.download(digest)
+        finally:
             if sampler is not None:
-                sampler.__enter__()
-            try:
-                status, seconds = server.upload(path, digest) if direction == "upload" else server.download(digest)
-            finally:
-                if sampler is not None:
-                    sampler.__exit__()
-            if status not in (200, 201, 204):
-                raise RuntimeError(f"{server.name} {direction} answered {status}")
-            results[direction].append(size / seconds / 1e6)
-    return {d: statistics.median(v) for d, v in results.items()} | {"all": results}
+                sampler.__exit__()
+        if status not in (200, 201, 204):
+            raise RuntimeError(f"{server.name} {direction} answered {status}")
+        results[direction].append(size / seconds / 1e6)
 
 
 def main():
@@ -343,7 +339,7 @@ def main():
     try:
         blob = work / "blob"
         digest = make_blob(blob, size)
-        results, memory = {}, {}
+        memory = {}
         variants = [
             ("cacheweb", lambda: Cacheweb(work)),
             ("cacheweb (fsync off)", lambda: Cacheweb(work / "nofsync", {"CACHEWEB_BLOB_FSYNC": "0"})),
@@ -351,20 +347,26 @@ def main():
             ("docker-registry", lambda: Registry(work)),
         ]
         (work / "nofsync").mkdir()
+        samplers = {}
         for name, start in variants:
             server = start()
-            servers.append(server)
-            sampler = None
+            servers.append((name, server))
+            server.prepare(digest)
             if isinstance(server, Cacheweb):
-                sampler = RssSampler(server.web_pid())
-                sampler.sample()
-                memory[name] = {"before_mb": sampler.peak / 1e6}
-            results[name] = run_server(server, blob, digest, size, args.rounds, sampler)
-            if sampler is not None:
-                memory[name].update(peak_total_mb=sampler.peak / 1e6, peak_process_mb=sampler.peak_single / 1e6)
-            server.stop()
+                samplers[name] = RssSampler(server.web_pid())
+                samplers[name].sample()
+                memory[name] = {"before_mb": samplers[name].peak / 1e6}
+        runs = {name: {"upload": [], "download": []} for name, _ in variants}
+        # Round-robin, so that every server sees the same background (disk writeback,
+        # other processes) within a round; medians over rounds.
+        for _ in range(args.rounds):
+            for name, server in servers:
+                run_round(server, blob, digest, size, samplers.get(name), runs[name])
+        for name, sampler in samplers.items():
+            memory[name].update(peak_total_mb=sampler.peak / 1e6, peak_process_mb=sampler.peak_single / 1e6)
+        results = {name: {d: statistics.median(v) for d, v in r.items()} | {"all": r} for name, r in runs.items()}
     finally:
-        for server in servers:
+        for _, server in servers:
             server.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -12,6 +12,7 @@ Public functions (keep their names and meaning, other apps call them):
     record_use(organization, digest) -> None
     flush_uses() -> int
     receive_upload(org_id, digest, stream, content_length, bound_size) -> Blob
+    open_builtin_blob(org_id, digest) -> (file, size)
     delete_blob(organization, digest) -> None
 
 A blob belongs to one organization. Nothing here ever answers from another
@@ -19,6 +20,7 @@ organization's blobs: two organizations uploading the same digest store it twice
 """
 
 import logging
+import os
 import re
 import threading
 import urllib.parse
@@ -255,6 +257,19 @@ def receive_upload(org_id, digest, stream, content_length, bound_size):
         raise UploadRejected(404, "this service stores blobs in S3; use the presigned URL")
     size = store.receive(organization.pk, digest, stream, content_length)
     return _mark_verified(organization, digest, size)
+
+
+def open_builtin_blob(org_id, digest):
+    """(binary file open at 0, size) of a blob on the built-in storage, for serving.
+    Raises BlobNotFound when the bytes are not there (or blobs live in S3)."""
+    store = get_store()
+    if store.kind != "filesystem":
+        raise BlobNotFound("this service stores blobs in S3; ask /magicache/layerDownloadURL again")
+    try:
+        file = store.open(org_id, digest)
+    except FileNotFoundError:
+        raise BlobNotFound(f"no blob {digest}") from None
+    return file, os.fstat(file.fileno()).st_size
 
 
 def delete_blob(organization, digest):

@@ -13,6 +13,7 @@ Objects are keyed by organization id and digest, so organizations never share by
 
 import base64
 import contextlib
+import ctypes
 import hashlib
 import os
 import queue
@@ -28,6 +29,8 @@ from django.core.files.storage import FileSystemStorage, storages
 # hashing and copying; small enough that a dozen concurrent uploads stay a few MB.
 CHUNK_SIZE = 1024 * 1024
 WRITE_QUEUE = 4
+# SigV4 presigned URLs cannot live longer than seven days.
+S3_MAX_LIFETIME = 7 * 24 * 3600
 
 
 class UploadRejected(Exception):
@@ -50,28 +53,53 @@ class ObjectInfo:
     checksum_sha256: str | None
 
 
+def _sync_file_range():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_start_writeback = _sync_file_range()
+SYNC_FILE_RANGE_WRITE = 2
+# With fsync on, ask the kernel to start writing every this many bytes as they arrive,
+# so that the fsync at the end waits for the last few MB instead of the whole blob.
+WRITEBACK_EVERY = 32 * 1024 * 1024
+
+
 class _Writer(threading.Thread):
     """Writes chunks to a file descriptor on its own thread, so that writing one chunk
     overlaps receiving and hashing the next (all three release the GIL). The queue is
     short: an upload holds at most WRITE_QUEUE + 2 chunks in memory. After a write
     error it keeps draining so the producer never blocks; `error` says what failed."""
 
-    def __init__(self, fd):
+    def __init__(self, fd, early_writeback):
         super().__init__(daemon=True, name="blob-writer")
         self.fd = fd
         self.error = None
         self.queue = queue.Queue(maxsize=WRITE_QUEUE)
+        self.early_writeback = early_writeback and _start_writeback is not None
 
     def run(self):
+        written = started = 0
         while (chunk := self.queue.get()) is not None:
             if self.error is not None:
                 continue
             try:
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(self.fd, view) :]
+                    n = os.write(self.fd, view)
+                    view = view[n:]
+                    written += n
             except OSError as exc:
                 self.error = exc
+                continue
+            if self.early_writeback and written - started >= WRITEBACK_EVERY:
+                _start_writeback(self.fd, started, written - started, SYNC_FILE_RANGE_WRITE)
+                started = written
 
     def put(self, chunk):
         self.queue.put(chunk)
@@ -113,7 +141,7 @@ class FileSystemBlobStore:
         fd, temp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name[:16]}.", suffix=".part")
         hasher = hashlib.sha256()
         received = 0
-        writer = _Writer(fd)
+        writer = _Writer(fd, early_writeback=self.fsync)
         try:
             writer.start()
             try:
@@ -184,7 +212,7 @@ class S3BlobStore:
         if size is not None:
             params["ContentLength"] = size
         url = self.client.generate_presigned_url(
-            "put_object", Params=params, ExpiresIn=lifetime, HttpMethod="PUT"
+            "put_object", Params=params, ExpiresIn=min(lifetime, S3_MAX_LIFETIME), HttpMethod="PUT"
         )
         return url, {"x-amz-checksum-sha256": checksum}
 
@@ -192,7 +220,7 @@ class S3BlobStore:
         return self.client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": self.key(org_id, digest)},
-            ExpiresIn=lifetime,
+            ExpiresIn=min(lifetime, S3_MAX_LIFETIME),
             HttpMethod="GET",
         )
 

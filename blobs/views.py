@@ -1,7 +1,7 @@
 """Blob endpoints: the two engine calls under /magicache, and the built-in data plane."""
 
 import logging
-import os
+import time
 
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -9,7 +9,7 @@ from rest_framework import exceptions
 
 from blobs import services, signing
 from blobs.ranges import blob_response
-from blobs.storage import UploadRejected, get_store
+from blobs.storage import UploadRejected
 from cacheweb.engine_api import EngineAPIView, ok
 
 log = logging.getLogger("cacheweb.blobs")
@@ -58,23 +58,15 @@ def blob_data(request, org_id, digest):
         services.validate_digest(digest)
         bound_size = signing.verify(org_id, digest, request.method, request.GET)
     except (services.InvalidDigest, signing.SignatureError) as exc:
-        log.warning("blob %s %s refused: %s", request.method, request.path, exc)
+        log.warning("blob %s org=%s digest=%s refused: %s", request.method, org_id, digest[:80], exc)
         return _error(403, str(exc))
     if request.method == "PUT":
         return _put(request, org_id, digest, bound_size)
-    store = get_store()
-    if store.kind != "filesystem":
-        return _error(404, "this service stores blobs in S3; ask /magicache/layerDownloadURL again")
     try:
-        file = store.open(org_id, digest)
-    except FileNotFoundError:
-        return _error(404, f"no blob {digest}")
-    size = _size(file)
+        file, size = services.open_builtin_blob(org_id, digest)
+    except services.BlobNotFound as exc:
+        return _error(404, str(exc))
     return blob_response(file, size, request.headers.get("Range"), request.method, f'"{digest}"')
-
-
-def _size(file):
-    return os.fstat(file.fileno()).st_size
 
 
 def _put(request, org_id, digest, bound_size):
@@ -82,9 +74,12 @@ def _put(request, org_id, digest, bound_size):
     if raw_length and not raw_length.isdigit():
         return _error(400, "malformed Content-Length")
     length = int(raw_length) if raw_length else None
+    started = time.monotonic()
     try:
         blob = services.receive_upload(org_id, digest, request, length, bound_size)
     except UploadRejected as exc:
-        log.warning("blob PUT %s refused: %s", digest, exc.message)
+        log.warning("blob PUT org=%s digest=%s refused status=%s: %s", org_id, digest, exc.status, exc.message)
         return _error(exc.status, exc.message)
+    elapsed = time.monotonic() - started
+    log.info("blob PUT org=%s digest=%s size=%s duration_ms=%.1f", org_id, digest, blob.size, elapsed * 1000)
     return JsonResponse({"Digest": blob.digest, "Size": blob.size}, status=200)
