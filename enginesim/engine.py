@@ -94,9 +94,9 @@ class SimEngine:
 
     # --- import ----------------------------------------------------------------------------
 
-    def import_and_check(self, workload: Workload):
-        """GET /import before building `workload` and judge each of its keys."""
-        self.keys.run(workload)
+    def import_and_check(self, workload: Workload, before_build=None):
+        """GET /import before building `workload` and judge each of its keys.
+        `before_build` runs between the import and the build (an early periodic export)."""
         # Snapshot the ground truth first: anything exported after this may or may not be in
         # the config, and must not count as a miss.
         with self.ledger.lock:
@@ -106,6 +106,9 @@ class SimEngine:
         except ProtocolError as exc:
             self.violation(str(exc))
             return None
+        if before_build is not None:
+            before_build()
+        self.keys.run(workload)
         return check_import(body, self.keys, workload, exported)
 
     def absorb(self, check: ImportCheck, download=True):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from enginesim.gojson import GoTime
-from enginesim.layers import make_layer
+from enginesim.layers import DOCKER_GZIP_MEDIA_TYPE, make_layer
 
 
 def sha(text: str) -> str:
@@ -237,7 +237,8 @@ class EngineKeys:
             return self._layers[cache_key]
         created = self.key_of(op, output).created_at.marshal()
         if op.kind == "image":
-            chain = [make_layer(f"{op.definition} layer {i}", size, created) for i, size in enumerate(op.layer_sizes)]
+            chain = [make_layer(f"{op.definition} layer {i}", size, created, DOCKER_GZIP_MEDIA_TYPE)
+                     for i, size in enumerate(op.layer_sizes)]
         else:
             base = []
             if op.inputs:

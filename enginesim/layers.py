@@ -9,6 +9,7 @@ matching its own digest.
 """
 
 import functools
+import gzip
 import hashlib
 import io
 import random
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 import zstandard
 
 ZSTD_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+zstd"
+# Layers pulled from a registry keep the registry's compression: the engine asks for zstd
+# without forcing it, so image layers reach the cache as docker gzip layers.
+DOCKER_GZIP_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 ORIGIN_FILE = ".enginesim/origin"
 # A fixed mtime keeps archives reproducible.
 TAR_MTIME = 1_700_000_000
@@ -82,6 +86,9 @@ def compress(data: bytes) -> bytes:
 
 
 def decompress(blob: bytes) -> bytes:
+    """Either compression, told apart by magic number as containerd does."""
+    if blob[:2] == b"\x1f\x8b":
+        return gzip.decompress(blob)
     return zstandard.ZstdDecompressor().decompressobj().decompress(blob)
 
 
@@ -104,16 +111,17 @@ def generated_files(origin: str, size: int) -> dict:
     return files
 
 
-def make_layer(origin: str, size: int, created_at: str) -> Layer:
-    blob, digest, diff_id = _blob(origin, size)
-    return Layer(digest=digest, diff_id=diff_id, size=len(blob), blob=blob, origin=origin, created_at=created_at)
+def make_layer(origin: str, size: int, created_at: str, media_type: str = ZSTD_MEDIA_TYPE) -> Layer:
+    blob, digest, diff_id = _blob(origin, size, media_type)
+    return Layer(digest=digest, diff_id=diff_id, size=len(blob), blob=blob, origin=origin,
+                 created_at=created_at, media_type=media_type)
 
 
 @functools.lru_cache(maxsize=4096)
-def _blob(origin, size):
+def _blob(origin, size, media_type):
     # Many simulated engines build the same layers: compress each one once per process.
     raw = build_tar(generated_files(origin, size))
-    blob = compress(raw)
+    blob = gzip.compress(raw, mtime=0) if media_type == DOCKER_GZIP_MEDIA_TYPE else compress(raw)
     return blob, sha256_digest(blob), sha256_digest(raw)
 
 

@@ -107,8 +107,11 @@ def _pair(options, engines):
         targets = known + fresh
         workload = Workload.of(targets)
         deadline = time.monotonic() + (options.settle_seconds if index else 0)
+        first = True
         while True:
-            check = engine.import_and_check(workload)
+            # A periodic export can come before the first build: CacheKeys and Links are null.
+            check = engine.import_and_check(workload, before_build=engine.export if first else None)
+            first = False
             # A service may apply exports in the background: give them time to show, but
             # never wait on a wrong hit or a broken config.
             if check is None or not check.misses or check.wrong_hits or check.violations \

@@ -48,7 +48,7 @@ def test_read_only_token_imports_but_is_never_asked_for_layers(live_service, ro_
     report = run(RunOptions(url=live_service.url + "/magicache", token=ro_token, engines=1,
                             scale=4096, mounts=False))
     assert report.violations == [] and report.wrong_hits == [], "\n".join(report.lines())
-    assert report.calls["records"]["count"] == 1 and report.calls["import"]["count"] == 1
+    assert report.calls["records"]["count"] == 2 and report.calls["import"]["count"] == 1
     assert report.exported_records == 0 and report.layers_uploaded == 0
 
 

@@ -284,7 +284,8 @@ def test_api_calls_go_out_like_the_go_client(reference):
             assert body.endswith(b"\n") and json.loads(body) is not None
     config = next(r for r in api if r[1] == "/magicache/config")
     assert config[0] == "GET" and json.loads(config[3]) == {"EngineID": report_engine_id(service)}
-    records = json.loads(next(r for r in api if r[1] == "/magicache/records")[3])
+    first_export, records = [json.loads(r[3]) for r in api if r[1] == "/magicache/records"]
+    assert first_export == {"CacheKeys": None, "Links": None}  # before any build
     assert set(records) == {"CacheKeys", "Links"}
     assert any(k["Results"] is None for k in records["CacheKeys"])  # content keys: nil slice
     assert {"ID", "LinkedID", "Input", "Digest", "Selector"} == set(records["Links"][0])
