@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from accounts.models import Engine
 from blobs.services import verified_blob_sizes
+from records import bulk
 from records import graph as graphlib
 from records.digests import is_digest, parse_time
-from records.models import ImportSnapshot, Layer, PendingExport, Record, RecordInput, Result, ResultLayer
+from records.models import ImportSnapshot, Layer, PendingExport, Record, Result, ResultLayer
 
 log = logging.getLogger("cacheweb.records")
 
@@ -74,43 +75,35 @@ def update_records(organization, token, body, now=None):
 
 def _store_records(organization, graph, now):
     """Insert the records and inputs not stored yet; {identity: (id, has_result)} for all."""
-    rows = _records_by_identity(organization, graph.records)
+    rows = bulk.records_by_identity(organization.pk, graph.records)
     missing = [identity for identity in graph.records if identity not in rows]
     if not missing:
         return rows
-    Record.objects.bulk_create(
+    bulk.insert_records(
+        organization.pk,
         [
-            Record(
-                organization=organization,
-                identity=identity,
-                digest=graph.records[identity][0],
-                input_count=len(graph.records[identity][1]),
-                description=graph.descriptions.get(identity, ""),
-                created_at=now,
+            (
+                identity,
+                graph.records[identity][0],
+                len(graph.records[identity][1]),
+                graph.descriptions.get(identity, ""),
             )
             for identity in missing
         ],
-        ignore_conflicts=True,
-        batch_size=2000,
+        now,
     )
-    rows.update(_records_by_identity(organization, missing))
+    rows.update(bulk.records_by_identity(organization.pk, missing))
     # Inputs are part of a record's identity, so a record stored before has its inputs:
-    # only new records need theirs (ignore_conflicts covers a concurrent twin).
-    inputs = []
-    for identity in missing:
-        record_id = rows[identity][0]
-        for index, alternatives in enumerate(graph.records[identity][1]):
-            for selector, source in alternatives:
-                inputs.append(
-                    RecordInput(
-                        organization=organization,
-                        record_id=record_id,
-                        index=index,
-                        selector=selector,
-                        source_id=rows[source][0],
-                    )
-                )
-    RecordInput.objects.bulk_create(inputs, ignore_conflicts=True, batch_size=2000)
+    # only new records need theirs (a concurrent twin is skipped by the unique constraint).
+    bulk.insert_inputs(
+        organization.pk,
+        [
+            (rows[identity][0], index, selector, rows[source][0])
+            for identity in missing
+            for index, alternatives in enumerate(graph.records[identity][1])
+            for selector, source in alternatives
+        ],
+    )
     return rows
 
 
@@ -119,13 +112,7 @@ def _ask_for_exports(organization, token, graph, rows, now):
     if not wanted:
         return []
     recent = now - timedelta(seconds=settings.EXPORT_RETRY_AFTER)
-    waiting = set()
-    for chunk in batched(wanted):
-        waiting.update(
-            PendingExport.objects.filter(record_id__in=chunk, asked_at__gt=recent).values_list(
-                "record_id", flat=True
-            )
-        )
+    waiting = bulk.asked_since(wanted, recent)
     # Newest results first: recent work is the likeliest to be wanted again.
     chosen = sorted(
         (record_id for record_id in wanted if record_id not in waiting),
