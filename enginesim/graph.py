@@ -171,8 +171,9 @@ class KeyEntry:
     op: Op
     output: int
     id: str
-    ref_id: str | None
+    ref_id: str | None  # None: the result was released, the key kept for its links
     created_at: GoTime | None
+    older_ref_id: str | None = None  # a second, older result for the same key
 
 
 @dataclass
@@ -186,6 +187,10 @@ class EngineKeys:
     content_keys: set = field(default_factory=set)
     links: list = field(default_factory=list)
     by_ref: dict = field(default_factory=dict)  # ref id -> KeyEntry
+    # Shares of non-root keys whose result was released (the key stays, linked) and of keys
+    # holding two results, as a long-running engine's store has.
+    resultless: float = 0.0
+    double_results: float = 0.0
     _layers: dict = field(default_factory=dict)
 
     def run(self, workload: Workload):
@@ -200,8 +205,14 @@ class EngineKeys:
                 key_id = root_key(op.cache_digest, output)
             self.clock_ns += self.rng.randrange(10**6, 3 * 10**9)
             entry = KeyEntry(op, output, key_id, random_id(self.rng), GoTime(self.clock_ns, self.offset_minutes))
+            if op.inputs and self.rng.random() < self.resultless:
+                entry.ref_id = None
+            elif self.rng.random() < self.double_results:
+                entry.older_ref_id = random_id(self.rng)
+                self.by_ref[entry.older_ref_id] = entry
             self.entries[(op.ident, output)] = entry
-            self.by_ref[entry.ref_id] = entry
+            if entry.ref_id:
+                self.by_ref[entry.ref_id] = entry
             link_digest = folded_digest(op.cache_digest, output)
             for index, inp in enumerate(op.inputs):
                 source = self.entries[(inp.op.ident, inp.output)]
@@ -221,10 +232,15 @@ class EngineKeys:
         in the order a bbolt walk gives (keys sorted by ID, backlinks by linked ID)."""
         keys = {}
         for entry in self.entries.values():
-            keys[entry.id] = {"ID": entry.id, "Results": [{
-                "ID": entry.ref_id, "CreatedAt": entry.created_at.marshal(),
-                "Description": entry.op.description,
-            }]}
+            results = []
+            if entry.older_ref_id:
+                older = GoTime(entry.created_at.unix_ns - 86_400 * 10**9, entry.created_at.offset_minutes)
+                results.append({"ID": entry.older_ref_id, "CreatedAt": older.marshal(),
+                                "Description": entry.op.description})
+            if entry.ref_id:
+                results.append({"ID": entry.ref_id, "CreatedAt": entry.created_at.marshal(),
+                                "Description": entry.op.description})
+            keys[entry.id] = {"ID": entry.id, "Results": results or None}
         for content in self.content_keys:
             keys.setdefault(content, {"ID": content, "Results": None})
         links = sorted(self.links, key=lambda link: (link["ID"], link["LinkedID"], link["Input"]))

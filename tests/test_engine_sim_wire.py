@@ -288,6 +288,9 @@ def test_api_calls_go_out_like_the_go_client(reference):
     assert first_export == {"CacheKeys": None, "Links": None}  # before any build
     assert set(records) == {"CacheKeys", "Links"}
     assert any(k["Results"] is None for k in records["CacheKeys"])  # content keys: nil slice
+    # A long-running engine's store: released results on linked keys, keys with two results.
+    assert any(k["Results"] is None and len(k["ID"]) == 25 for k in records["CacheKeys"])
+    assert any(k["Results"] and len(k["Results"]) == 2 for k in records["CacheKeys"])
     assert {"ID", "LinkedID", "Input", "Digest", "Selector"} == set(records["Links"][0])
     created = [r["CreatedAt"] for k in records["CacheKeys"] if k["Results"] for r in k["Results"]]
     assert all(c.endswith("Z") and "." in c for c in created)  # engine 0 logs UTC, with nanoseconds
