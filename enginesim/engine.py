@@ -51,13 +51,13 @@ class EngineStats:
 class SimEngine:
     def __init__(self, name, base_url, token, call_log, ledger, seed, *, mounts=(), prune_every=0,
                  download_limit=None, offset_minutes=0, clock_ns=1_719_940_563_000_000_000,
-                 resultless=0.0, double_results=0.0):
+                 resultless_every=0, double_every=0):
         self.name = name
         self.client = GoHTTPClient(base_url, token, call_log)
         self.ledger = ledger
         self.rng = random.Random(seed)
-        self.keys = EngineKeys(self.rng, clock_ns, offset_minutes, resultless=resultless,
-                               double_results=double_results)
+        self.keys = EngineKeys(self.rng, clock_ns, offset_minutes, resultless_every=resultless_every,
+                               double_every=double_every)
         self.workloads = []
         self.mount_names = list(mounts)
         self.mount_files = {}

@@ -187,10 +187,11 @@ class EngineKeys:
     content_keys: set = field(default_factory=set)
     links: list = field(default_factory=list)
     by_ref: dict = field(default_factory=dict)  # ref id -> KeyEntry
-    # Shares of non-root keys whose result was released (the key stays, linked) and of keys
-    # holding two results, as a long-running engine's store has.
-    resultless: float = 0.0
-    double_results: float = 0.0
+    # Every Nth non-root key has its result released (the key stays, linked) and every Mth
+    # key holds two results, as in a long-running engine's store. 0: never.
+    resultless_every: int = 0
+    double_every: int = 0
+    _count: int = 0
     _layers: dict = field(default_factory=dict)
 
     def run(self, workload: Workload):
@@ -205,9 +206,10 @@ class EngineKeys:
                 key_id = root_key(op.cache_digest, output)
             self.clock_ns += self.rng.randrange(10**6, 3 * 10**9)
             entry = KeyEntry(op, output, key_id, random_id(self.rng), GoTime(self.clock_ns, self.offset_minutes))
-            if op.inputs and self.rng.random() < self.resultless:
+            self._count += 1
+            if op.inputs and self.resultless_every and self._count % self.resultless_every == 0:
                 entry.ref_id = None
-            elif self.rng.random() < self.double_results:
+            elif self.double_every and self._count % self.double_every == 0:
                 entry.older_ref_id = random_id(self.rng)
                 self.by_ref[entry.older_ref_id] = entry
             self.entries[(op.ident, output)] = entry

@@ -72,7 +72,7 @@ def _engine(options, index, log, ledger):
         prune_every=7, download_limit=options.download_limit,
         offset_minutes=OFFSETS[index % len(OFFSETS)],
         clock_ns=1_719_940_563_000_000_000 + index * 3_600 * 10**9,
-        resultless=0.1, double_results=0.15,
+        resultless_every=9, double_every=7,
     )
 
 
