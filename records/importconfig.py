@@ -16,11 +16,11 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 import orjson
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from blobs.services import verified_blob_sizes
-from records.digests import format_time, is_digest, is_random
+from records.digests import is_digest, is_random
 from records.models import ImportSnapshot, Layer, Record, RecordInput, Result, ResultLayer
 
 log = logging.getLogger("cacheweb.records")
@@ -32,59 +32,68 @@ class InvalidConfig(AssertionError):
     """A config buildkit would refuse: a bug here, never to be served."""
 
 
-def _complete_results(organization):
-    """{record id: [(result id, created_at), ...]} oldest accepted first."""
-    results = defaultdict(list)
-    rows = (
-        Result.objects.filter(record__organization=organization, complete=True)
-        .order_by("record_id", "exported_at", "id")
-        .values_list("record_id", "id", "created_at")
+def _utc_text(column):
+    """SQL rendering `column` as RFC 3339 UTC text: parsing tens of thousands of datetimes
+    in Python only to print them again costs more than the rest of the build."""
+    if connection.vendor == "postgresql":
+        return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    # SQLite holds Django's naive UTC text, "YYYY-MM-DD HH:MM:SS[.ffffff]".
+    return f"replace({column}, ' ', 'T') || 'Z'"
+
+
+def _query(sql, params):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _results_with_chains(organization):
+    """{record id: (chain, created_at text)}: per record, the newest complete result (by
+    acceptance) whose layers are all present and verified. A chain is a list of
+    (digest, media type, size, diffID, created text), base first."""
+    rows = _query(
+        f"""
+        SELECT res.record_id, res.id, {_utc_text("res.created_at")}, rl.position,
+               l.digest, l.media_type, l.size, l.diff_id, {_utc_text("l.created_at")}
+        FROM {Result._meta.db_table} res
+        JOIN {Record._meta.db_table} rec ON rec.id = res.record_id
+        JOIN {ResultLayer._meta.db_table} rl ON rl.result_id = res.id
+        JOIN {Layer._meta.db_table} l ON l.id = rl.layer_id
+        WHERE rec.organization_id = %s AND res.complete
+        ORDER BY res.record_id, res.exported_at DESC, res.id DESC, rl.position
+        """,
+        [organization.pk],
     )
-    for record_id, result_id, created_at in rows:
-        results[record_id].append((result_id, created_at))
+    # A layer the engine cannot download fails the build that uses it.
+    present = verified_blob_sizes(organization, {row[4] for row in rows})
+    by_result = {}
+    order = []
+    for record_id, result_id, created_at, position, digest, media_type, size, diff_id, layer_time in rows:
+        entry = by_result.get(result_id)
+        if entry is None:
+            entry = by_result[result_id] = [record_id, created_at, [], True]
+            order.append(result_id)
+        if position != len(entry[2]) or present.get(digest) != size:
+            entry[3] = False
+        entry[2].append((digest, media_type, size, diff_id, layer_time))
+    results = {}
+    for result_id in order:  # newest first within each record
+        record_id, created_at, chain, sound = by_result[result_id]
+        if sound and record_id not in results:
+            results[record_id] = (chain, created_at)
     return results
-
-
-def _chains(organization):
-    """{result id: [layer row, ...] base first} for the complete results whose blobs are
-    all still present and verified: a layer the engine cannot read fails its build."""
-    positions = defaultdict(list)
-    rows = ResultLayer.objects.filter(result__record__organization=organization, result__complete=True)
-    for result_id, position, layer_id in rows.values_list("result_id", "position", "layer_id"):
-        positions[result_id].append((position, layer_id))
-    layers = {
-        row[0]: row
-        for row in Layer.objects.filter(organization=organization).values_list(
-            "id", "digest", "media_type", "size", "diff_id", "created_at"
-        )
-    }
-    present = verified_blob_sizes(organization, [row[1] for row in layers.values()])
-    chains = {}
-    for result_id, entries in positions.items():
-        entries.sort()
-        if [p for p, _ in entries] != list(range(len(entries))):
-            continue
-        chain = [layers.get(layer_id) for _, layer_id in entries]
-        if all(row is not None and present.get(row[1]) == row[3] for row in chain):
-            chains[result_id] = chain
-    return chains
 
 
 def build_config(organization):
     """The config as a dict, deterministic for the same stored rows."""
-    chains = _chains(organization)
-    # Buildkit keeps one result per record: the newest whose layers can all be read.
-    results = {}
-    for record_id, candidates in _complete_results(organization).items():
-        for result_id, created_at in reversed(candidates):
-            if result_id in chains:
-                results[record_id] = (chains[result_id], created_at)
-                break
+    results = _results_with_chains(organization)
 
     inputs = defaultdict(list)
-    for record_id, index, selector, source_id in RecordInput.objects.filter(
-        organization=organization
-    ).values_list("record_id", "index", "selector", "source_id"):
+    for record_id, index, selector, source_id in _query(
+        f'SELECT record_id, "index", selector, source_id FROM {RecordInput._meta.db_table} '
+        "WHERE organization_id = %s",
+        [organization.pk],
+    ):
         inputs[record_id].append((index, selector, source_id))
 
     # Every record with a result, and everything reachable from it through inputs, so that
@@ -97,8 +106,9 @@ def build_config(organization):
                 needed.add(source_id)
                 queue.append(source_id)
     rows = {}
-    for record_id, identity, digest, input_count in Record.objects.filter(organization=organization).values_list(
-        "id", "identity", "digest", "input_count"
+    for record_id, identity, digest, input_count in _query(
+        f"SELECT id, identity, digest, input_count FROM {Record._meta.db_table} WHERE organization_id = %s",
+        [organization.pk],
     ):
         if record_id in needed:
             rows[record_id] = (digest, identity, input_count)
@@ -109,25 +119,26 @@ def build_config(organization):
     # One layer entry per distinct chain prefix; sorting the prefixes puts every parent
     # before its children.
     prefixes = {}
-    for chain, _ in results.values():
-        for end in range(1, len(chain) + 1):
-            prefix = tuple(row[1] for row in chain[:end])
-            prefixes.setdefault(prefix, chain[end - 1])
+    top_prefix = {}
+    for record_id, (chain, _) in results.items():
+        prefix = ()
+        for row in chain:
+            prefix += (row[0],)
+            if prefix not in prefixes:
+                prefixes[prefix] = row
+        top_prefix[record_id] = prefix
     prefix_order = sorted(prefixes)
     prefix_index = {prefix: n for n, prefix in enumerate(prefix_order)}
-    layers = [
-        {
-            "blob": prefix[-1],
-            "parent": prefix_index[prefix[:-1]] if len(prefix) > 1 else -1,
-            "annotations": {
-                "mediaType": prefixes[prefix][2],
-                "diffID": prefixes[prefix][4],
-                "size": prefixes[prefix][3],
-                "createdAt": format_time(prefixes[prefix][5]),
-            },
-        }
-        for prefix in prefix_order
-    ]
+    layers = []
+    for prefix in prefix_order:
+        digest, media_type, size, diff_id, created_at = prefixes[prefix]
+        layers.append(
+            {
+                "blob": digest,
+                "parent": prefix_index[prefix[:-1]] if len(prefix) > 1 else -1,
+                "annotations": {"mediaType": media_type, "diffID": diff_id, "size": size, "createdAt": created_at},
+            }
+        )
 
     records = []
     for record_id in order:
@@ -143,10 +154,7 @@ def build_config(organization):
                 for alternatives in by_index
             ]
         if record_id in results:
-            chain, created_at = results[record_id]
-            record["layers"] = [
-                {"layer": prefix_index[tuple(row[1] for row in chain)], "createdAt": format_time(created_at)}
-            ]
+            record["layers"] = [{"layer": prefix_index[top_prefix[record_id]], "createdAt": results[record_id][1]}]
         records.append(record)
     return {"layers": layers, "records": records}
 
@@ -261,14 +269,38 @@ def rebuild(organization):
     return built if updated else None
 
 
+# The last bodies this process served, by organization: (etag, gzip body). Checking that
+# an etag is still current is a one-row query; fetching megabytes of bytea is not.
+_served = {}
+SERVED_CACHE_ORGS = 16
+
+
 def current(organization):
     """(gzip body, etag) of the organization's current import, rebuilding it if stale."""
-    snapshot = ImportSnapshot.objects.filter(organization=organization).first()
-    if snapshot is not None and snapshot.current:
-        return bytes(snapshot.body_gzip), snapshot.etag
+    state = (
+        ImportSnapshot.objects.filter(organization=organization)
+        .values_list("generation", "built_generation", "etag")
+        .first()
+    )
+    if state is not None and state[0] == state[1] and state[2]:
+        cached = _served.get(organization.pk)
+        if cached is not None and cached[0] == state[2]:
+            return cached[1], cached[0]
+        body = ImportSnapshot.objects.filter(organization=organization).values_list("body_gzip", flat=True).first()
+        if body:
+            _remember(organization.pk, state[2], bytes(body))
+            return bytes(body), state[2]
     built = rebuild(organization)
     if built is None:
         # Someone stored a build at least as new meanwhile.
         snapshot = ImportSnapshot.objects.get(organization=organization)
         return bytes(snapshot.body_gzip), snapshot.etag
+    _remember(organization.pk, built.etag, built.gzip)
     return built.gzip, built.etag
+
+
+def _remember(organization_id, etag, body):
+    _served.pop(organization_id, None)
+    while len(_served) >= SERVED_CACHE_ORGS:
+        _served.pop(next(iter(_served)))
+    _served[organization_id] = (etag, body)
