@@ -36,7 +36,7 @@ from accounts.models import Organization
 from blobs import signing
 from blobs.models import Blob, BlobState
 from blobs.signals import blob_verified
-from blobs.storage import UploadRejected, get_store, sha256_b64
+from blobs.storage import StoreUnavailable, UploadRejected, get_store, sha256_b64
 
 log = logging.getLogger("cacheweb.blobs")
 
@@ -216,6 +216,15 @@ def confirm_s3_blob(organization, digest, expected_size=None):
     if store.kind != "s3":
         row = Blob.objects.filter(organization=organization, digest=digest, state=BlobState.VERIFIED)
         return row.filter(size=expected_size).exists() if expected_size is not None else row.exists()
+    try:
+        return _confirm_s3(store, organization, digest, expected_size)
+    except StoreUnavailable as exc:
+        # Unconfirmed is the safe answer: the engine uploads again, /layers waits.
+        log.warning("could not confirm s3 blob %s of org %s: %s", digest, organization.slug, exc)
+        return False
+
+
+def _confirm_s3(store, organization, digest, expected_size):
     info = store.info(organization.pk, digest)
     if info is None:
         return False

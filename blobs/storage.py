@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage, storages
 
@@ -40,6 +41,10 @@ class UploadRejected(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class StoreUnavailable(Exception):
+    """The object store could not be asked (network, credentials, 5xx)."""
 
 
 def sha256_b64(digest):
@@ -226,33 +231,41 @@ class S3BlobStore:
 
     def info(self, org_id, digest):
         """Size and stored SHA-256 checksum (base64, None if the store kept none), or
-        None when the object does not exist."""
+        None when the object does not exist. Raises StoreUnavailable."""
         try:
             head = self.client.head_object(
                 Bucket=self.bucket, Key=self.key(org_id, digest), ChecksumMode="ENABLED"
             )
-        except self.client.exceptions.ClientError as exc:
+        except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise
+            raise StoreUnavailable(str(exc)) from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
         return ObjectInfo(size=head["ContentLength"], checksum_sha256=head.get("ChecksumSHA256"))
 
     def hash_object(self, org_id, digest):
         """(size, 'sha256:<hex>') computed by streaming the object: for stores that kept
-        no checksum. Never holds the object in memory."""
-        body = self.client.get_object(Bucket=self.bucket, Key=self.key(org_id, digest))["Body"]
-        hasher = hashlib.sha256()
-        size = 0
+        no checksum. Never holds the object in memory. Raises StoreUnavailable."""
         try:
-            for chunk in body.iter_chunks(CHUNK_SIZE):
-                hasher.update(chunk)
-                size += len(chunk)
-        finally:
-            body.close()
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(org_id, digest))["Body"]
+            hasher = hashlib.sha256()
+            size = 0
+            try:
+                for chunk in body.iter_chunks(CHUNK_SIZE):
+                    hasher.update(chunk)
+                    size += len(chunk)
+            finally:
+                body.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
         return size, "sha256:" + hasher.hexdigest()
 
     def delete(self, org_id, digest):
-        self.client.delete_object(Bucket=self.bucket, Key=self.key(org_id, digest))
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(org_id, digest))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
 
 def get_store():

@@ -21,7 +21,7 @@ from tests.blob_helpers import (
     stored,
     upload_url,
 )
-from tests.s3 import s3_storage, seaweedfs  # noqa: F401
+from tests.s3 import s3_storage, seaweedfs  # noqa: F401,F811
 from tests.support import engine_request
 
 OTHER_DIGEST = "sha256:" + "ab" * 32
@@ -589,3 +589,18 @@ def test_blob_admin_lists_and_searches(admin_client, org):
     assert OTHER_DIGEST in response.content.decode()
     blob = Blob.objects.get(digest=OTHER_DIGEST)
     assert admin_client.get(f"/admin/blobs/blob/{blob.pk}/change/").status_code == 200
+
+
+def test_unreachable_s3_means_unconfirmed_not_a_500(seaweedfs, settings, client, org, token):  # noqa: F811
+    from tests.support import free_port
+
+    storage = seaweedfs.blob_storage("down")
+    storage["OPTIONS"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
+    settings.STORAGES = {**settings.STORAGES, "blobs": storage}
+    digest = digest_of(b"x")
+    Blob.objects.create(organization=org, digest=digest)
+    assert services.confirm_s3_blob(org, digest) is False
+    assert services.verified_blob_sizes(org, [digest]) == {}
+    answer = upload_url(client, token, digest)
+    assert answer.status_code == 200 and answer.json()["Skip"] is False
+    assert download_url(client, token, digest).status_code == 404
