@@ -7,7 +7,8 @@ CELERY_BROKER_URL say, or against a loopback URL you pass.
 
 Reports p50/p99 per endpoint, errors, wrong hits and the service's peak memory (sum of the
 resident sizes of its processes, sampled). Exits 1 on any error or wrong hit. Bounded: at
-most 64 engines, 20 rounds and --time-limit seconds, loopback addresses only.
+most 64 engines, 20 rounds, --max-requests requests and --time-limit seconds (rounds
+not started past it), loopback addresses only.
 """
 
 import argparse
@@ -39,6 +40,7 @@ def main(argv=None):
                         help="sources differ per seed, so each run exports fresh work")
     parser.add_argument("--web-workers", type=int, default=None, help="gunicorn workers when starting the service")
     parser.add_argument("--time-limit", type=float, default=900)
+    parser.add_argument("--max-requests", type=int, default=50000, help="stop (and fail) past this many requests")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not (1 <= args.engines <= 64 and 1 <= args.rounds <= 20):
@@ -73,7 +75,7 @@ def main(argv=None):
         report = run(RunOptions(
             url=url, token=token, scenario="fleet", engines=args.engines, rounds=args.rounds,
             seed=args.seed, scale=args.scale, download_limit=args.download_limit, time_limit=args.time_limit,
-            history=args.history,
+            history=args.history, max_requests=args.max_requests,
         ))
     finally:
         if sampler:

@@ -136,7 +136,9 @@ def project(name: str, base: str, revision: int, scale: int) -> list:
     """One CI pipeline: toolchain image, deps, module download, build with two outputs,
     copy into a runtime image, and a version stamp that depends on a random: key."""
     base_img = image(base, scale)
-    deps = Op("exec", "exec apt-get install -y git make", "sh -c apt-get update && apt-get install -y git make",
+    # Go's encoder writes "&" and ">" as \u0026 and \u003e: the service must decode them.
+    deps = Op("exec", "exec sh -c apt-get update && apt-get install -y git make > /dev/null",
+              "sh -c apt-get update && apt-get install -y git make",
               (Input(base_img),), layer_sizes=(scale,))
     src = Op("local", f"local {name} rev {revision}", f"local://{name}/src@{revision}", layer_sizes=(scale // 2,))
     manifest = Op("file", "copy go.mod go.sum /app/", "copy /go.mod,/go.sum -> /app/",

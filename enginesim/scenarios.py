@@ -43,12 +43,13 @@ class RunOptions:
     # Old builds already in each fleet engine's key store: posted on every /records, as a
     # busy engine posts tens of thousands of mostly unchanged keys every period.
     history: int = 0
+    max_requests: int | None = None
 
 
 def run(options: RunOptions) -> RunReport:
     if options.scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {options.scenario!r}; choose from {', '.join(SCENARIOS)}")
-    log = CallLog()
+    log = CallLog(budget=options.max_requests)
     ledger = Ledger()
     started = time.monotonic()
     engines = [_engine(options, i, log, ledger) for i in range(options.engines)]

@@ -41,7 +41,15 @@ class CallLog:
     bytes_up: int = 0
     bytes_down: int = 0
     errors: int = 0
+    budget: int | None = None  # most requests the run may send (a load run must stay bounded)
+    sent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reserve(self):
+        with self.lock:
+            if self.budget is not None and self.sent >= self.budget:
+                raise ProtocolError(f"request budget of {self.budget} exhausted; stopping")
+            self.sent += 1
 
     def add(self, name, seconds, up=0, down=0, error=False):
         with self.lock:
@@ -125,6 +133,7 @@ class GoHTTPClient:
     def _open_range(self, url, offset):
         """One `GET url` with `Range: bytes=offset-`, following redirects like Go."""
         for _ in range(MAX_REDIRECTS):
+            self.log.reserve()
             headers = {"User-Agent": USER_AGENT, "Range": f"bytes={offset}-"}
             conn, path = self._conn_for(url, fresh=True)
             conn.request("GET", path, headers=headers)
@@ -159,6 +168,7 @@ class GoHTTPClient:
         return cls(parts.hostname, parts.port, timeout=TIMEOUT)
 
     def _send(self, method, url, headers, payload, *, chunked):
+        self.log.reserve()
         for attempt in (0, 1):
             conn, path = self._conn_for(url)
             reused = conn.sock is not None

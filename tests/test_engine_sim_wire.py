@@ -291,6 +291,7 @@ def test_api_calls_go_out_like_the_go_client(reference):
     # A long-running engine's store: released results on linked keys, keys with two results.
     assert any(k["Results"] is None and len(k["ID"]) == 25 for k in records["CacheKeys"])
     assert any(k["Results"] and len(k["Results"]) == 2 for k in records["CacheKeys"])
+    assert b"\\u0026\\u0026" in next(r for r in api if r[1] == "/magicache/records" and b"apt-get" in r[3])[3]
     assert {"ID", "LinkedID", "Input", "Digest", "Selector"} == set(records["Links"][0])
     created = [r["CreatedAt"] for k in records["CacheKeys"] if k["Results"] for r in k["Results"]]
     assert all(c.endswith("Z") and "." in c for c in created)  # engine 0 logs UTC, with nanoseconds
