@@ -132,9 +132,13 @@ class Graph:
     # reason -> number of keys dropped for it
     dropped: dict = field(default_factory=dict)
     unknown_link_ids: int = 0
+    key_count: int = 0
+    link_count: int = 0
 
     def stats(self):
         return {
+            "keys": self.key_count,
+            "links": self.link_count,
             "records": len(self.records),
             "keys_kept": len(self.identities),
             "with_results": len(self.results),
@@ -148,28 +152,30 @@ class Graph:
 
 
 def _identity(digest, inputs):
-    h = hashlib.sha256(IDENTITY_VERSION)
-    h.update(b"\n")
-    h.update(digest.encode())
-    for alternatives in inputs:
-        h.update(b"\n")
-        for selector, source in alternatives:
-            h.update(b"|")
-            h.update(selector.encode())
-            h.update(b"@")
-            h.update(source.encode())
-    return "sha256:" + h.hexdigest()
+    # One line per input index, its alternatives as "selector@identity" in sorted order;
+    # neither digests nor identities contain "|", "@" or newlines.
+    text = "\n".join([digest, *("|".join([f"{sel}@{src}" for sel, src in alts]) for alts in inputs)])
+    return "sha256:" + hashlib.sha256(IDENTITY_VERSION + b"\n" + text.encode()).hexdigest()
+
+
+def _remember_digest(valid, value):
+    if is_digest(value):
+        valid.add(value)
+        return True
+    return False
 
 
 def analyse(payload):
     keys = payload.keys
-    graph = Graph()
+    graph = Graph(key_count=len(keys), link_count=len(payload.links))
     dropped = defaultdict(int)
 
     # key -> {input index: {(selector, linked key)}}, and the digest its links name
-    alternatives = defaultdict(lambda: defaultdict(set))
+    alternatives = {}
     link_digest = {}
     defect = {}
+    # A busy engine repeats the same few thousand digests over tens of thousands of links.
+    valid = set()
     for key_id, linked, index, dgst, selector in payload.links:
         if key_id not in keys:
             graph.unknown_link_ids += 1
@@ -180,14 +186,21 @@ def analyse(payload):
             defect[key_id] = DEFECT_DANGLING
         elif index < 0:
             defect[key_id] = DEFECT_BAD_INPUT
-        elif not is_digest(dgst):
+        elif dgst not in valid and not _remember_digest(valid, dgst):
             defect[key_id] = DEFECT_INVALID_DIGEST
-        elif selector and not is_digest(selector):
+        elif selector and selector not in valid and not _remember_digest(valid, selector):
             defect[key_id] = DEFECT_INVALID_SELECTOR
         elif link_digest.setdefault(key_id, dgst) != dgst:
             defect[key_id] = DEFECT_DISAGREEING
         else:
-            alternatives[key_id][index].add((selector, linked))
+            inputs = alternatives.get(key_id)
+            if inputs is None:
+                inputs = alternatives[key_id] = {}
+            alts = inputs.get(index)
+            if alts is None:
+                inputs[index] = {(selector, linked)}
+            else:
+                alts.add((selector, linked))
 
     for key_id in keys:
         if key_id in defect:
@@ -203,24 +216,24 @@ def analyse(payload):
     # downstream of one.
     dependants = defaultdict(list)
     waiting = {}
+    sources_of = {}
     for key_id, inputs in alternatives.items():
         sources = {linked for alts in inputs.values() for _, linked in alts}
+        sources_of[key_id] = sources
         waiting[key_id] = len(sources)
         for source in sources:
             dependants[source].append(key_id)
     queue = deque(k for k in keys if not waiting.get(k))
     status = {}
+    poisoned = set()  # keys dropped for a defect: their dependants go too
     identities = graph.identities
     records = graph.records
     while queue:
         key_id = queue.popleft()
         reason = defect.get(key_id)
         inputs = alternatives.get(key_id)
-        if reason is None and inputs:
-            for alts in inputs.values():
-                if any(status[linked] not in (None, DROP_RANDOM, DROP_UNREACHABLE) for _, linked in alts):
-                    reason = DEFECT_DEPENDANT
-                    break
+        if reason is None and inputs and not sources_of[key_id].isdisjoint(poisoned):
+            reason = DEFECT_DEPENDANT
         if reason is None:
             if inputs is None:
                 if is_random(key_id):
@@ -235,7 +248,7 @@ def analyse(payload):
                     resolved = []
                     for index in range(len(inputs)):
                         alts = sorted(
-                            {(sel, identities[linked]) for sel, linked in inputs[index] if status[linked] is None}
+                            {(sel, identities[linked]) for sel, linked in inputs[index] if linked in identities}
                         )
                         if not alts:
                             reason = DROP_UNREACHABLE
@@ -257,6 +270,8 @@ def analyse(payload):
                 graph.descriptions.setdefault(identity, result.description)
         else:
             dropped[reason] += 1
+            if reason not in (DROP_RANDOM, DROP_UNREACHABLE):
+                poisoned.add(key_id)
         for dependant in dependants.get(key_id, ()):
             waiting[dependant] -= 1
             if waiting[dependant] == 0:

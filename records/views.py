@@ -21,16 +21,15 @@ class RecordsView(EngineAPIView):
         # body is not even parsed.
         if request.auth.read_only:
             return ok({"ExportRecords": []})
-        body = self.body(request)
-        try:
-            export, graph = services.update_records(self.org, request.auth, body)
-        except PayloadError as exc:
-            raise exceptions.ParseError(str(exc)) from None
+        with services.gc_paused():
+            body = self.body(request)
+            try:
+                export, graph = services.update_records(self.org, request.auth, body)
+            except PayloadError as exc:
+                raise exceptions.ParseError(str(exc)) from None
         log.info(
-            "records org=%s keys=%s links=%s %s export=%s",
+            "records org=%s %s export=%s",
             self.org.slug,
-            len(graph.identities) + sum(graph.dropped.values()),
-            sum(len(inputs) for _, inputs in graph.records.values()),
             " ".join(f"{k}={v}" for k, v in graph.stats().items()),
             len(export),
         )
