@@ -123,17 +123,26 @@ def _pair(options, engines):
         if check is not None:
             engine.absorb(check)
         if index:
-            mount_misses += _expect_mounts(engine)
+            mount_misses += _expect_mounts(engine, deadline)
         engine.export()
         engine.sync_mounts_up()
     return mount_misses
 
 
-def _expect_mounts(engine):
-    """Each mount an earlier engine uploaded must come down with those exact files."""
+def _expect_mounts(engine, deadline):
+    """Each mount an earlier engine uploaded must come down with those exact files. A
+    service may confirm uploads in the background (S3): until the deadline, ask again, as
+    an engine starting that much later would."""
     misses = []
     with engine.ledger.lock:
         uploaded = dict(engine.ledger.mounts)
+
+    def missing():
+        return [n for n in engine.mount_names if n in uploaded and engine.mount_files.get(n) != uploaded[n][1]]
+
+    while missing() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        engine.sync_mounts_down()
     for name in engine.mount_names:
         if name in uploaded and engine.mount_files.get(name) != uploaded[name][1]:
             misses.append(f"{engine.name}: cache mount {name} was not synced down after it was uploaded")

@@ -3,16 +3,19 @@ the test database plus a real Celery worker on the configured broker), on whiche
 configuration the suite runs in (embedded, or PostgreSQL + Redis).
 
 These need every engine endpoint (records, blobs, mounts). A missing or wrong one fails
-them with the simulator's report, never a skip."""
+them with the simulator's report, never a skip. One test runs with blobs on S3
+(SeaweedFS), as the CI does for both configurations."""
 
 import json
+import secrets
 import subprocess
 import sys
 
 import pytest
 
 from enginesim.scenarios import RunOptions, run
-from tests.support import ROOT, child_env
+from tests.s3 import seaweedfs  # noqa: F401  (fixture)
+from tests.support import ROOT, CeleryWorker, LiveService, child_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,3 +65,22 @@ def test_seed_demo_starts_what_it_needs_and_leaves_real_cache(transactional_db):
     assert Engine.objects.filter(organization__slug="demo").count() == 4
     # The temporary token it seeded with no longer works.
     assert all(t.revoked for t in EngineToken.objects.filter(organization__slug="demo"))
+
+
+def test_two_engines_through_s3_presigned_urls(seaweedfs, token):  # noqa: F811
+    """Blobs on S3 (SeaweedFS, signatures enforced): the engines PUT to presigned URLs with
+    the returned checksum header, and read back with Range from the store itself."""
+    prefix = "sim" + secrets.token_hex(4)
+    service = LiveService(**seaweedfs.env(prefix=prefix))
+    worker = CeleryWorker(**seaweedfs.env(prefix=prefix))
+    try:
+        report = run(RunOptions(url=service.url + "/magicache", token=token, engines=2,
+                                scale=8 * 1024, settle_seconds=30))
+        summary = "\n".join(report.lines()) + f"\n--- gunicorn ---\n{service.output()[-3000:]}"
+    finally:
+        worker.stop(grace=20)
+        service.stop()
+    assert report.ok and report.misses == 0 and report.hits > 0, summary
+    assert report.layers_downloaded > 0 and report.mounts_downloaded >= 1, summary
+    listed = seaweedfs.client().list_objects_v2(Bucket=seaweedfs.bucket, Prefix=prefix)
+    assert listed.get("KeyCount", 0) >= report.layers_uploaded, summary
