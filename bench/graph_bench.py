@@ -156,7 +156,7 @@ def main():
             return elapsed, len(response.json()["ExportRecords"])
 
         first, asked = post_records()
-        print(f"first /records post: {first:.2f} s (ExportRecords: {asked})")
+        print(f"first /records post: {first:.2f} s (ExportRecords: {asked}; web peak RSS so far {peak_rss_mb(web.pid)} MB)")
         again, asked = post_records()
         print(f"same graph again:    {again:.2f} s (ExportRecords: {asked})")
 
@@ -194,7 +194,7 @@ def main():
         print(f"(setup) {len(answer['Accepted'])} results attached in {time.monotonic() - started:.1f} s")
 
         steady, asked = post_records()
-        print(f"again, all results stored: {steady:.2f} s (ExportRecords: {asked})")
+        print(f"again, all results stored: {steady:.2f} s (ExportRecords: {asked}; web peak RSS so far {peak_rss_mb(web.pid)} MB)")
 
         started = time.monotonic()
         response = session.get(base + "/import", headers={"Accept-Encoding": "gzip"})

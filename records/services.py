@@ -75,7 +75,10 @@ def update_records(organization, token, body, now=None):
     """
     now = now or timezone.now()
     payload = graphlib.parse_payload(body)
+    # The decoded JSON is several times the size of the body; nothing needs it any more.
+    body.clear()
     graph = graphlib.analyse(payload)
+    del payload
     if graph.dropped:
         log.warning(
             "records org=%s dropped keys: %s",
