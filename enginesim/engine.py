@@ -245,7 +245,8 @@ class SimEngine:
         self.stats.exported_records += len(updated)
         # make([]RecordLayers, 0, n): an empty result is [] here, not null.
         try:
-            self.client.api("POST", "layers", {"UpdatedRecords": updated})
+            # The engine never reads this answer.
+            self.client.api("POST", "layers", {"UpdatedRecords": updated}, decode=False)
         except ProtocolError as exc:
             self.violation(str(exc))
             return

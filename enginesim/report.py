@@ -46,7 +46,7 @@ class RunReport:
         return not self.wrong_hits and not self.violations
 
     @classmethod
-    def collect(cls, options, engines, log, seconds, mount_misses):
+    def collect(cls, options, engines, log, seconds, run_misses=(), run_failures=()):
         report = cls(options.scenario, len(engines), options.rounds, round(seconds, 3))
         for engine in engines:
             s = engine.stats
@@ -58,8 +58,9 @@ class RunReport:
             report.violations += s.violations
             report.miss_examples += [f"{engine.name}: {m}" for m in s.miss_examples]
             report.notes += s.notes
-        report.misses += len(mount_misses)
-        report.miss_examples += mount_misses
+        report.misses += len(run_misses)
+        report.miss_examples += list(run_misses)
+        report.violations += list(run_failures)
         report.notes = sorted(set(report.notes))[:50]
         report.bytes_up, report.bytes_down = log.bytes_up, log.bytes_down
         report.failed_requests = log.errors

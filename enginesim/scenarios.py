@@ -53,15 +53,16 @@ def run(options: RunOptions) -> RunReport:
     ledger = Ledger()
     started = time.monotonic()
     engines = [_engine(options, i, log, ledger) for i in range(options.engines)]
+    misses, failures = [], []
     try:
         if options.scenario == "pair":
-            mount_misses = _pair(options, engines)
+            _pair(options, engines, misses)
         else:
-            mount_misses = _fleet(options, engines)
+            _fleet(options, engines, failures)
     finally:
         for engine in engines:
             engine.close()
-    return RunReport.collect(options, engines, log, time.monotonic() - started, mount_misses)
+    return RunReport.collect(options, engines, log, time.monotonic() - started, misses, failures)
 
 
 def _engine(options, index, log, ledger):
@@ -90,18 +91,17 @@ def pair_workloads(options, index):
     earlier = []
     for j in range(index):
         earlier += project(f"{PROJECTS[j % len(PROJECTS)]}-{tag}", BASES[j % 2], 0, s)
+    shared = project(f"shared-{tag}", BASES[2], 0, s)
     if index == 0:
-        earlier_or_first = own + project(f"shared-{tag}", BASES[2], 0, s)
-        return earlier_or_first, []
-    earlier += project(f"shared-{tag}", BASES[2], 0, s)
+        return [], own + shared
+    earlier += shared
     # The trap: engine 0's project (same sources) on a base image nobody used before. Its
     # keys share every link digest with exported work and differ only in what they link from.
     trap = project(f"{PROJECTS[0]}-{tag}", f"golang:1.21.{index}-bookworm", 0, s)
     return earlier, own + trap
 
 
-def _pair(options, engines):
-    mount_misses = []
+def _pair(options, engines, misses):
     for index, engine in enumerate(engines):
         if not engine.start():
             continue
@@ -123,10 +123,9 @@ def _pair(options, engines):
         if check is not None:
             engine.absorb(check)
         if index:
-            mount_misses += _expect_mounts(engine, deadline)
+            misses += _expect_mounts(engine, deadline)
         engine.export()
         engine.sync_mounts_up()
-    return mount_misses
 
 
 def _expect_mounts(engine, deadline):
@@ -164,10 +163,9 @@ def history_workload(options, index):
     return Workload.of(targets)
 
 
-def _fleet(options, engines):
+def _fleet(options, engines, errors):
     barrier = threading.Barrier(len(engines))
     deadline = time.monotonic() + options.time_limit
-    errors = []
 
     def drive(index, engine):
         try:
@@ -195,6 +193,3 @@ def _fleet(options, engines):
         t.start()
     for t in threads:
         t.join()
-    for engine in engines[:1]:
-        engine.stats.violations.extend(errors)
-    return []

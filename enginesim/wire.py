@@ -12,6 +12,7 @@ and the engine never looks at their status.
 import base64
 import gzip
 import http.client
+import json
 import socket
 import threading
 import time
@@ -71,7 +72,7 @@ class GoHTTPClient:
 
     # --- the eight API calls share one shape -------------------------------------------
 
-    def api(self, method, name, body=None, *, has_body=True):
+    def api(self, method, name, body=None, *, has_body=True, decode=True):
         """Call BASE + "/" + name like service.go and return the decoded JSON (or None)."""
         url = f"{self.base_url}/{name}"
         headers = {"User-Agent": USER_AGENT}
@@ -95,8 +96,10 @@ class GoHTTPClient:
             data = gzip.decompress(data)
         if status != 200:
             raise ProtocolError(f"{method} /{name}: status {status} (the engine requires 200): {data[:300]!r}")
-        if not data.strip():
+        if not decode:
             return None
+        if not data.strip():
+            raise ProtocolError(f"{method} /{name}: empty body (Go's decoder fails with EOF)")
         try:
             return _go_decode(data)
         except ValueError as exc:
@@ -262,11 +265,11 @@ def _canonical(key):
 
 
 def _go_decode(data):
-    import json
+    """json.Decoder.Decode: the first JSON value of the body; whatever follows is never read."""
+    text = data.decode("utf-8", errors="replace").lstrip(" \t\r\n")
 
-    # Go rejects invalid UTF-8 only lazily and accepts duplicate keys; Python's json does the
-    # same for our purposes. NaN/Infinity are not JSON to Go.
     def no_constants(name):
         raise ValueError(f"{name} is not valid JSON")
 
-    return json.loads(data.decode("utf-8", errors="replace"), parse_constant=no_constants)
+    value, _ = json.JSONDecoder(parse_constant=no_constants).raw_decode(text)
+    return value

@@ -297,3 +297,12 @@ def test_request_budget_stops_a_run():
     log.reserve()
     with pytest.raises(ProtocolError, match="budget"):
         log.reserve()
+
+
+def test_responses_decode_like_gos_json_decoder():
+    from enginesim.wire import _go_decode
+
+    assert _go_decode(b' \n{"URL": "u"}\n{"ignored": ') == {"URL": "u"}
+    assert _go_decode(b"null") is None
+    with pytest.raises(ValueError):
+        _go_decode(b'{"Size": NaN}')
