@@ -169,11 +169,23 @@ class SeaweedFS:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# Every module that imports the fixture registers its own copy of it, so "session"
+# scope alone would start one SeaweedFS per importing module: share one per process.
+_shared = {"store": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def seaweedfs():
-    store = SeaweedFS()
-    yield store
-    store.stop()
+    if _shared["store"] is None:
+        _shared["store"] = SeaweedFS()
+    _shared["users"] += 1
+    try:
+        yield _shared["store"]
+    finally:
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            _shared["store"].stop()
+            _shared["store"] = None
 
 
 @pytest.fixture
