@@ -360,3 +360,16 @@ def test_fleet_rounds_share_work(reference):
     assert report.ok, report.lines()
     assert report.hits > 0 and report.misses == 0, report.lines()
     assert set(report.calls) >= {"config", "records", "layers", "import", "layerUploadURL", "layerDownloadURL"}
+
+
+def test_engine_sim_command_exits_1_on_a_wrong_hit_and_0_when_clean(reference, capsys):
+    from django.core.management import call_command
+
+    args = ["--token", "tok", "--scale", "4096", "--settle", "0"]
+    call_command("engine_sim", "--url", reference().url + "/magicache", *args)
+    assert capsys.readouterr().out.strip().endswith("OK")
+    with pytest.raises(SystemExit) as exited:
+        call_command("engine_sim", "--url", reference("digest_only").url + "/magicache", *args)
+    assert exited.value.code == 1
+    out = capsys.readouterr().out
+    assert "WRONG HIT" in out and "p50 ms" in out
