@@ -20,6 +20,7 @@ from records.digests import ZERO_TIME, is_digest, is_random, parse_time
 
 IDENTITY_VERSION = b"cacheweb-record-v1"
 MAX_DESCRIPTION = 500
+MAX_REF_ID = 255  # buildkit's ref IDs are 25 characters; the column holds 255
 
 
 class PayloadError(ValueError):
@@ -72,8 +73,8 @@ def parse_payload(body):
             if not isinstance(res, dict):
                 raise PayloadError(f"{rwhere} must be an object")
             ref_id = res.get("ID")
-            if not isinstance(ref_id, str) or not ref_id:
-                raise PayloadError(f"{rwhere}.ID must be a non-empty string")
+            if not isinstance(ref_id, str) or not ref_id or len(ref_id) > MAX_REF_ID:
+                raise PayloadError(f"{rwhere}.ID must be a non-empty string of at most {MAX_REF_ID} characters")
             raw_time = res.get("CreatedAt")
             created = ZERO_TIME if raw_time is None else parse_time(raw_time)
             if created is None:

@@ -30,6 +30,9 @@ log = logging.getLogger("cacheweb.records")
 GZIP_LEVEL = 1
 
 
+EMPTY_CONFIG = b'{"layers":[],"records":[]}'
+
+
 class InvalidConfig(AssertionError):
     """A config buildkit would refuse: a bug here, never to be served."""
 
@@ -297,7 +300,16 @@ def current(organization):
         if body:
             _remember(organization.pk, state[2], bytes(body))
             return bytes(body), state[2]
-    built = rebuild(organization)
+    try:
+        built = rebuild(organization)
+    except InvalidConfig:
+        # Only hand-edited rows can get here. Whatever the engine gets must parse: the
+        # last good body if there is one, else an empty cache.
+        log.exception("import of org=%s is invalid; serving the last good one", organization.slug)
+        snapshot = ImportSnapshot.objects.filter(organization=organization).first()
+        if snapshot is not None and snapshot.body_gzip and snapshot.etag:
+            return bytes(snapshot.body_gzip), snapshot.etag
+        return gzip.compress(EMPTY_CONFIG, GZIP_LEVEL, mtime=0), '"empty"'
     if built is None:
         # Someone stored a build at least as new meanwhile.
         snapshot = ImportSnapshot.objects.get(organization=organization)

@@ -226,7 +226,7 @@ def update_layers(organization, token, body, now=None):
             refused.append((digest, problem))
             continue
         candidates.append((digest, layers))
-    records = _records_by_identity(organization, {d for d, _ in candidates}, ("identity", "id"))
+    records = _records_by_identity(organization, {d for d, _ in candidates if is_digest(d)}, ("identity", "id"))
     blob_sizes = verified_blob_sizes(organization, {desc["digest"] for _, ls in candidates for desc in ls})
     accepted = []
     for digest, layers in candidates:

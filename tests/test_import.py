@@ -316,3 +316,19 @@ def test_chunked_request_through_gunicorn(live_service, org, token):
     )
     assert status == 200
     assert json.loads(gzip.decompress(raw) if headers.get("content-encoding") == "gzip" else raw) == {"layers": [], "records": []}
+
+
+def test_corrupted_rows_never_reach_an_engine(client, org, token):
+    """A loop made by hand in the database: the last good import is served, not a 500."""
+    from records.models import RecordInput
+
+    k = random_key_id()
+    export(client, org, token, [key(IMAGE, result("img")), key(k, result("e"))], [link(k, IMAGE, 0, EXEC)], {"img": ["a"], "e": ["b"]})
+    good = get_import(client, token)
+    image, execution = Record.objects.get(digest=IMAGE), Record.objects.get(digest=EXEC)
+    RecordInput.objects.create(organization=org, record=image, index=0, selector="", source=execution)
+    Record.objects.filter(pk=image.pk).update(input_count=1)
+    ImportSnapshot.objects.filter(organization=org).update(generation=100)
+    assert get_import(client, token) == good
+    ImportSnapshot.objects.filter(organization=org).delete()
+    assert get_import(client, token) == {"layers": [], "records": []}

@@ -361,3 +361,9 @@ class TestGraphDefects:
         response = self.post(client, token, [], [link("not-a-key", IMAGE, 0, sha("z"))], caplog)
         self.assert_kept_good(org, response)
         assert Record.objects.filter(organization=org).count() == 3
+
+
+def test_overlong_ref_id_is_400(client, token):
+    response = post_records(client, token, [key(IMAGE, result("r" * 256))], [])
+    assert response.status_code == 400
+    assert not Record.objects.exists()
