@@ -234,6 +234,19 @@ def test_expired_url_is_refused(storage, client, transport, org, token, settings
     assert_nothing_kept(org, digest)
 
 
+def test_expired_download_url_is_refused(storage, client, transport, org, token, settings):
+    data, digest = random_blob()
+    put_blob(client, transport, token, data)
+    # Confirmed now: a HEAD signed in the past would itself be refused by S3.
+    assert services.verified_blob_sizes(org, [digest]) == {digest: len(data)}
+    past = timezone.now() - timedelta(seconds=settings.BLOB_URL_LIFETIME + 120)
+    with time_machine.travel(past, tick=False):
+        url = download_url(client, token, digest).json()["URL"]
+    reply = transport.get(url, {"Range": "bytes=0-"})
+    assert reply.status == 403
+    assert reply.body != data
+
+
 def test_url_valid_until_its_lifetime(client, transport, org, token, settings, builtin):
     data, digest = random_blob()
     answer = upload_url(client, token, digest).json()
