@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from accounts.models import EngineToken, Organization
 from tests.buildkit_oracle import (
     Engine,
+    Op,
     ImportedCache,
     closure,
     descriptor,
@@ -109,8 +110,16 @@ def _export(client, org, token, engine, rng, defect=None, skip_rate=0.0):
     return delivered, affected
 
 
-def _check(config, fleet, delivered, world, rng):
+def _check(config, fleet, delivered, world, rng, affected=(), all_delivered=False):
     cache = ImportedCache(config)  # raises ParseFailure where the engine would
+    # 3. malformed parts are dropped, the valid part stays importable: with every asked
+    # ref delivered, every sound key with a result is found.
+    if all_delivered:
+        for engine in fleet.values():
+            sound = {}
+            for engine_key in engine.keys.values():
+                if engine_key.result and engine_key.id not in affected and importable(engine_key, sound):
+                    assert cache.lookup(engine.query(engine_key)), "a sound key with a result is not importable"
     blobs_of = {tuple(b for b, _ in k.result[1]): k for k in delivered}
     expected = set(blobs_of)
     assert len(blobs_of) == len(delivered)
@@ -157,15 +166,17 @@ def test_exports_import_as_buildkit_finds_them(client, rng, engines, ops, digest
     all_edges = edges_of(world)
     fleet = {}
     delivered = {}
+    affected = set()
     for n in range(engines):
         built = closure(rng.sample(all_edges, rng.randint(1, len(all_edges))))
         engine = Engine(f"e{n}", world, built, rng)
-        got, _ = _export(client, org, token, engine, rng, defect=defect if n == 0 else None, skip_rate=skip_rate)
+        got, damaged = _export(client, org, token, engine, rng, defect=defect if n == 0 else None, skip_rate=skip_rate)
+        affected |= damaged
         for engine_key in got.values():
             delivered[engine_key] = engine
         fleet[engine.name] = engine
     config = get_import(client, token)
-    _check(config, fleet, delivered, world, rng)
+    _check(config, fleet, delivered, world, rng, affected, all_delivered=skip_rate == 0)
     # An unchanged graph posted again asks for nothing new and changes nothing.
     before = get_import(client, token)
     for engine in fleet.values():
@@ -174,3 +185,34 @@ def test_exports_import_as_buildkit_finds_them(client, rng, engines, ops, digest
         asked = {e["CacheRefID"] for e in response.json()["ExportRecords"]}
         assert not asked & {k.result[0] for k in delivered}
     assert get_import(client, token) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("defect", [None] + DEFECTS)
+def test_every_dimension_of_a_lookup_counts(client, defect):
+    """One digest on other inputs, selectors, output indexes, alternatives and a random
+    root, built by two engines: each variant is its own record, found only by itself."""
+    import random
+
+    rng = random.Random(7)
+    org, token = _new_org()
+    image = Op(sha("image"), outputs=2)
+    other = Op(sha("other image"))
+    noise = Op("random:" + "5" * 64)
+    step = sha("exec step")
+    world = [image, other, noise]
+    for src, sel in [((image, 0), ""), ((image, 0), sha("selector a")), ((image, 1), ""), ((other, 0), ""), ((noise, 0), "")]:
+        world.append(Op(step, outputs=2, inputs=(((src, sel),),)))
+    world.append(Op(sha("merge"), inputs=((((world[3], 0), ""), ((world[6], 1), "")), (((image, 0), ""),))))
+    world.append(Op(sha("after noise"), inputs=((((world[7], 0), ""), ((world[3], 1), "")),)))
+    fleet, delivered, affected = {}, {}, set()
+    for n in range(2):
+        engine = Engine(f"e{n}", world, closure(edges_of(world)), rng, result_rate=1.0, drop_alternatives=0.0)
+        got, damaged = _export(client, org, token, engine, rng, defect=defect if n == 0 else None)
+        affected |= damaged
+        delivered.update({k: engine for k in got.values()})
+        fleet[engine.name] = engine
+    _check(get_import(client, token), fleet, delivered, world, rng, affected, all_delivered=True)
+    # every non-random variant of the step is a record of its own
+    assert len({k.result[1] for k in delivered}) == len(delivered)
+    assert sum(1 for k in delivered if k.edge[0].digest == step) == 8
