@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.utils.html import format_html, format_html_join
 
 from records.models import ImportSnapshot, Layer, PendingExport, Record, RecordInput, Result, ResultLayer
 
@@ -36,7 +37,7 @@ class RecordAdmin(admin.ModelAdmin):
     list_display = ["short_identity", "description", "digest", "input_count", "has_result", "organization", "created_at"]
     list_filter = ["organization", "has_result"]
     search_fields = ["identity", "digest", "description", "results__description"]
-    readonly_fields = ["organization", "identity", "digest", "input_count", "has_result", "created_at"]
+    readonly_fields = ["organization", "identity", "digest", "input_count", "has_result", "created_at", "layer_chain"]
     fields = readonly_fields + ["description"]
     inlines = [RecordInputInline, ResultInline]
     list_select_related = ["organization"]
@@ -45,6 +46,19 @@ class RecordAdmin(admin.ModelAdmin):
     @admin.display(description="identity")
     def short_identity(self, obj):
         return obj.identity[:19] + "…"
+
+    @admin.display(description="layer chain of the newest complete result (base first)")
+    def layer_chain(self, obj):
+        result = obj.results.filter(complete=True).order_by("-exported_at", "-id").first()
+        if result is None:
+            return "-"
+        rows = result.chain_layers.select_related("layer").order_by("position")
+        return format_html(
+            "<ol>{}</ol>",
+            format_html_join(
+                "", "<li><code>{}</code> {} ({} bytes)</li>", ((r.layer.digest, r.layer.media_type, r.layer.size) for r in rows)
+            ),
+        )
 
     def get_search_results(self, request, queryset, search_term):
         queryset, duplicates = super().get_search_results(request, queryset, search_term)

@@ -44,6 +44,9 @@ def test_record_page_shows_inputs_and_results(admin_client, graph):
     assert page.status_code == 200
     assert sha("sel").encode() in page.content  # the input's selector
     assert b"exec go build ./..." in page.content
+    content = page.content.decode()
+    top = record.results.get().chain_layers.get(position=1).layer.digest
+    assert content.index(sha("base")) < content.index(top)  # the layer chain, base first
 
 
 def test_result_page_shows_the_layer_chain(admin_client, graph):

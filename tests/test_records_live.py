@@ -1,0 +1,44 @@
+"""A real-size /records body through gunicorn: chunked, far above Django's 2.5 MB default."""
+
+import orjson
+import requests
+
+from records.models import Record
+from tests.support import LiveService
+from tests.buildkit_oracle import key, link, output_key, random_key_id, result, root_key, sha
+
+
+def test_large_chunked_export_through_gunicorn(live_service, org, token):
+    image = root_key(sha("image"))
+    ids = [random_key_id() for _ in range(20_000)]
+    keys = [key(image)] + [key(k, result(f"ref-{k}", description="exec " + "x" * 80)) for k in ids]
+    links = [link(k, image, 0, output_key(sha(f"op {n}"))) for n, k in enumerate(ids)]
+    body = orjson.dumps({"CacheKeys": keys, "Links": links}) + b"\n"
+    assert len(body) > 5 * 1024 * 1024
+    response = requests.post(
+        live_service.url + "/magicache/records",
+        data=(body[i : i + 65536] for i in range(0, len(body), 65536)),
+        headers={"Content-Type": "application/json"},
+        auth=(token, ""),
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text[:500]
+    assert len(response.json()["ExportRecords"]) == 500  # CACHEWEB_EXPORT_RECORDS_MAX
+    assert Record.objects.filter(organization=org).count() == 20_001
+
+
+def test_oversize_body_is_413_through_gunicorn(transactional_db, token):
+    live = LiveService(CACHEWEB_MAX_ENGINE_BODY=200_000)
+    try:
+        response = requests.post(
+            live.url + "/magicache/records",
+            data=(b" " * 65536 for _ in range(8)),
+            headers={"Content-Type": "application/json"},
+            auth=(token, ""),
+            timeout=60,
+        )
+    finally:
+        live.stop()
+    assert response.status_code == 413
+    assert "error" in response.json()
+    assert not Record.objects.exists()
