@@ -119,7 +119,8 @@ class Result(models.Model):
 class ResultLayer(models.Model):
     result = models.ForeignKey(Result, on_delete=models.CASCADE, related_name="chain_layers")
     position = models.PositiveIntegerField(help_text="0 is the base layer")
-    layer = models.ForeignKey(Layer, on_delete=models.PROTECT, related_name="+")
+    # A result missing a layer is skipped by the import (its positions have a hole).
+    layer = models.ForeignKey(Layer, on_delete=models.CASCADE, related_name="+")
 
     class Meta:
         constraints = [

@@ -332,3 +332,12 @@ def test_corrupted_rows_never_reach_an_engine(client, org, token):
     assert get_import(client, token) == good
     ImportSnapshot.objects.filter(organization=org).delete()
     assert get_import(client, token) == {"layers": [], "records": []}
+
+
+def test_result_with_a_missing_layer_row_is_left_out(client, org, token):
+    from records.models import Layer
+
+    export(client, org, token, [key(IMAGE, result("r"))], [], {"r": ["a", "b"]})
+    Layer.objects.filter(organization=org, digest=sha("a")).delete()
+    ImportSnapshot.objects.filter(organization=org).update(generation=50)
+    assert get_import(client, token) == {"layers": [], "records": []}

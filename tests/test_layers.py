@@ -219,3 +219,12 @@ def test_lost_blob_makes_the_record_wanted_again(client, org, token, asked):
     PendingExport.objects.all().delete()
     response = post_records(client, token, [key(IMAGE, result("ref-3"))], [])
     assert [e["CacheRefID"] for e in response.json()["ExportRecords"]] == ["ref-3"]
+
+
+def test_deleting_the_organization_deletes_its_graph(client, org, token, asked):
+    post_layers(client, token, [{"RecordDigest": asked, "Layers": chain(org)}])
+    get = engine_request(client, "GET", "/magicache/import", token)
+    assert get.status_code == 200
+    org.delete()
+    assert not Record.objects.exists() and not Result.objects.exists() and not Layer.objects.exists()
+    assert not ImportSnapshot.objects.exists()
