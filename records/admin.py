@@ -1,7 +1,35 @@
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
+from records import services
 from records.models import ImportSnapshot, Layer, PendingExport, Record, RecordInput, Result, ResultLayer
+
+
+class GraphChangeAdmin(admin.ModelAdmin):
+    """Edits made by hand change what /import must say: mark the organization changed."""
+
+    def organization_of(self, obj):
+        return obj.organization
+
+    def changed(self, objs):
+        organizations = {self.organization_of(obj) for obj in objs}
+        for organization in organizations:
+            services.mark_changed(organization)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        self.changed([obj])
+
+    def delete_model(self, request, obj):
+        organization = self.organization_of(obj)
+        super().delete_model(request, obj)
+        services.mark_changed(organization)
+
+    def delete_queryset(self, request, queryset):
+        organizations = {self.organization_of(obj) for obj in queryset}
+        super().delete_queryset(request, queryset)
+        for organization in organizations:
+            services.mark_changed(organization)
 
 
 class RecordInputInline(admin.TabularInline):
@@ -33,7 +61,7 @@ class ResultInline(admin.TabularInline):
 
 
 @admin.register(Record)
-class RecordAdmin(admin.ModelAdmin):
+class RecordAdmin(GraphChangeAdmin):
     list_display = ["short_identity", "description", "digest", "input_count", "has_result", "organization", "created_at"]
     list_filter = ["organization", "has_result"]
     search_fields = ["identity", "digest", "description", "results__description"]
@@ -86,7 +114,7 @@ class ResultLayerInline(admin.TabularInline):
 
 
 @admin.register(Result)
-class ResultAdmin(admin.ModelAdmin):
+class ResultAdmin(GraphChangeAdmin):
     list_display = ["__str__", "record", "complete", "created_at", "exported_at", "engine", "organization"]
     list_filter = ["record__organization", "complete"]
     search_fields = ["description", "record__identity", "record__digest", "chain_layers__layer__digest"]
@@ -100,13 +128,32 @@ class ResultAdmin(admin.ModelAdmin):
     def organization(self, obj):
         return obj.record.organization
 
+    def organization_of(self, obj):
+        return obj.record.organization
+
+    def changed(self, objs):
+        # has_result decides whether engines are asked to export the record again.
+        for obj in objs:
+            complete = Result.objects.filter(record_id=obj.record_id, complete=True).exists()
+            Record.objects.filter(pk=obj.record_id).update(has_result=complete)
+        super().changed(objs)
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        self.changed([obj])
+
+    def delete_queryset(self, request, queryset):
+        objs = list(queryset)
+        super().delete_queryset(request, queryset)
+        self.changed(objs)
+
     def get_search_results(self, request, queryset, search_term):
         queryset, duplicates = super().get_search_results(request, queryset, search_term)
         return queryset.distinct(), duplicates
 
 
 @admin.register(Layer)
-class LayerAdmin(admin.ModelAdmin):
+class LayerAdmin(GraphChangeAdmin):
     list_display = ["digest", "media_type", "size", "organization", "created_at", "last_used_at"]
     list_filter = ["organization", "media_type"]
     search_fields = ["digest", "diff_id"]
