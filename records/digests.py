@@ -4,7 +4,6 @@ import re
 from datetime import UTC, datetime
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
-_RANDOM = re.compile(r"random:[0-9a-f]{64}")
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 
@@ -15,10 +14,6 @@ def is_digest(value):
 def is_random(value):
     """Buildkit's IDs for operations that must never be cached."""
     return value.startswith("random:")
-
-
-def is_random_id(value):
-    return _RANDOM.fullmatch(value) is not None
 
 
 def parse_time(value):
@@ -36,9 +31,3 @@ def parse_time(value):
     except OverflowError:
         # Go's zero time with a positive offset lies before year 1 in UTC.
         return ZERO_TIME
-
-
-def format_time(value):
-    """RFC 3339 in UTC with a Z, as Go's time.Time marshals it."""
-    text = value.astimezone(UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text

@@ -40,7 +40,6 @@ class Payload:
     keys: dict
     # (ID, LinkedID, Input, Digest, Selector)
     links: list
-    key_entries: int = 0
 
 
 def _field(obj, name, kind, where, default=None):
@@ -102,7 +101,7 @@ def parse_payload(body):
         if not isinstance(link_digest, str) or not isinstance(selector, str):
             raise PayloadError(f"{where}.Digest and Selector must be strings")
         links.append((key_id, linked, index, link_digest, selector))
-    return Payload(keys=keys, links=links, key_entries=len(keys_in))
+    return Payload(keys=keys, links=links)
 
 
 # Why a key was dropped. Defects poison dependants; the others only cut a path.
