@@ -71,7 +71,8 @@ def update_records(organization, token, body, now=None):
     """Store an engine's key graph and say which results to export.
 
     Returns (ExportRecords entries, Graph). Raises graph.PayloadError for a body that is
-    not a /records payload; graph defects only drop the keys concerned.
+    not a /records payload; graph defects only drop the keys concerned. `body` (the
+    decoded JSON object) is emptied once parsed, to free its memory early.
     """
     now = now or timezone.now()
     payload = graphlib.parse_payload(body)
