@@ -14,9 +14,11 @@ import logging
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from datetime import timedelta
 
 import orjson
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from blobs.services import verified_blob_sizes
@@ -28,6 +30,8 @@ log = logging.getLogger("cacheweb.records")
 
 # Level 1 is three times faster than 6 on configs of megabytes and only ~8 % larger.
 GZIP_LEVEL = 1
+# A claim to build older than this is taken to belong to a process that died.
+BUILD_CLAIM = timedelta(minutes=5)
 
 
 EMPTY_CONFIG = b'{"layers":[],"records":[]}'
@@ -244,27 +248,45 @@ def render(organization):
     )
 
 
-def rebuild(organization):
-    """Build the import for the generation current now and store it. Safe to run twice:
-    an older build never overwrites a newer one."""
+def _claim(snapshot_pk):
+    """Become the one process building this import; False if another one is at it."""
+    now = timezone.now()
+    return bool(
+        ImportSnapshot.objects.filter(pk=snapshot_pk)
+        .filter(Q(building_since__isnull=True) | Q(building_since__lt=now - BUILD_CLAIM))
+        .update(building_since=now)
+    )
+
+
+def rebuild(organization, force=False):
+    """Build the import for the generation current now and store it; None when nothing was
+    stored (another process is building, or stored a build at least as new). Safe to run
+    twice: an older build never overwrites a newer one. Unless `force`d, only one process
+    builds at a time, so that engines importing together after a change do not each
+    spend seconds of CPU on the same body."""
     snapshot, _ = ImportSnapshot.objects.get_or_create(organization=organization)
-    # Read the generation before the rows: a change made meanwhile bumps it past what we
-    # store, and the next request rebuilds.
-    generation = ImportSnapshot.objects.filter(pk=snapshot.pk).values_list("generation", flat=True).get()
-    started = time.monotonic()
-    built = render(organization)
-    elapsed_ms = (time.monotonic() - started) * 1000
-    with transaction.atomic():
-        updated = ImportSnapshot.objects.filter(pk=snapshot.pk, built_generation__lt=generation).update(
-            built_generation=generation,
-            body_gzip=built.gzip,
-            etag=built.etag,
-            size=len(built.body),
-            record_count=built.records,
-            layer_count=built.layers,
-            built_at=timezone.now(),
-            build_ms=elapsed_ms,
-        )
+    if not _claim(snapshot.pk) and not force:
+        return None
+    try:
+        # Read the generation before the rows: a change made meanwhile bumps it past what
+        # we store, and the next request rebuilds.
+        generation = ImportSnapshot.objects.filter(pk=snapshot.pk).values_list("generation", flat=True).get()
+        started = time.monotonic()
+        built = render(organization)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        with transaction.atomic():
+            updated = ImportSnapshot.objects.filter(pk=snapshot.pk, built_generation__lt=generation).update(
+                built_generation=generation,
+                body_gzip=built.gzip,
+                etag=built.etag,
+                size=len(built.body),
+                record_count=built.records,
+                layer_count=built.layers,
+                built_at=timezone.now(),
+                build_ms=elapsed_ms,
+            )
+    finally:
+        ImportSnapshot.objects.filter(pk=snapshot.pk).update(building_since=None)
     log.info(
         "import built org=%s generation=%s records=%s layers=%s bytes=%s gzip=%s ms=%.0f stored=%s",
         organization.slug,
@@ -300,8 +322,11 @@ def current(organization):
         if body:
             _remember(organization.pk, state[2], bytes(body))
             return bytes(body), state[2]
+    # With a body stored, a build in progress elsewhere is awaited by serving that body
+    # (valid, if one change behind); with none, build here.
+    has_body = state is not None and bool(state[2])
     try:
-        built = rebuild(organization)
+        built = rebuild(organization, force=not has_body)
     except InvalidConfig:
         # Only hand-edited rows can get here. Whatever the engine gets must parse: the
         # last good body if there is one, else an empty cache.
@@ -311,7 +336,7 @@ def current(organization):
             return bytes(snapshot.body_gzip), snapshot.etag
         return gzip.compress(EMPTY_CONFIG, GZIP_LEVEL, mtime=0), '"empty"'
     if built is None:
-        # Someone stored a build at least as new meanwhile.
+        # Another process is building, or stored a build at least as new meanwhile.
         snapshot = ImportSnapshot.objects.get(organization=organization)
         return bytes(snapshot.body_gzip), snapshot.etag
     _remember(organization.pk, built.etag, built.gzip)

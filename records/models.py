@@ -161,6 +161,9 @@ class ImportSnapshot(models.Model):
     layer_count = models.PositiveIntegerField(default=0)
     built_at = models.DateTimeField(null=True, blank=True)
     build_ms = models.FloatField(default=0)
+    building_since = models.DateTimeField(
+        null=True, blank=True, help_text="a process is building the next body since then"
+    )
 
     def __str__(self):
         return f"import of {self.organization} (generation {self.built_generation})"

@@ -341,3 +341,25 @@ def test_result_with_a_missing_layer_row_is_left_out(client, org, token):
     Layer.objects.filter(organization=org, digest=sha("a")).delete()
     ImportSnapshot.objects.filter(organization=org).update(generation=50)
     assert get_import(client, token) == {"layers": [], "records": []}
+
+
+def test_one_builder_at_a_time_others_serve_the_stored_body(client, org, token):
+    export(client, org, token, [key(IMAGE, result("r"))], [], {"r": ["base"]})
+    first = get_import(client, token)
+    k = random_key_id()
+    export(client, org, token, [key(IMAGE), key(k, result("e"))], [link(k, IMAGE, 0, EXEC)], {"e": ["top"]})
+    from django.utils import timezone
+
+    ImportSnapshot.objects.filter(organization=org).update(building_since=timezone.now())
+    assert get_import(client, token) == first  # stale, but someone else is building
+    assert importconfig.rebuild(org) is None
+    ImportSnapshot.objects.filter(organization=org).update(building_since=timezone.now() - importconfig.BUILD_CLAIM * 2)
+    assert len(get_import(client, token)["records"]) == 2  # that builder died: build here
+    assert ImportSnapshot.objects.get(organization=org).building_since is None
+
+
+def test_first_build_does_not_wait_for_a_claim(client, org, token):
+    from django.utils import timezone
+
+    ImportSnapshot.objects.create(organization=org, building_since=timezone.now())
+    assert get_import(client, token) == {"layers": [], "records": []}
