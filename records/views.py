@@ -12,14 +12,20 @@ from records.graph import PayloadError
 
 log = logging.getLogger("cacheweb.records")
 
+DRAIN_CHUNK = 1024 * 1024
+
 
 class RecordsView(EngineAPIView):
     endpoint = "records"
 
     def post(self, request):
         # Read-only tokens may not export; the engine only needs an empty answer, so the
-        # body is not even parsed.
+        # body is not parsed, only read off the connection (left there, it would be taken
+        # for the next request on a keep-alive connection).
         if request.auth.read_only:
+            stream = request.stream
+            while stream is not None and stream.read(DRAIN_CHUNK):
+                pass
             return ok({"ExportRecords": []})
         with services.gc_paused():
             body = self.body(request)

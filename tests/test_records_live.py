@@ -42,3 +42,19 @@ def test_oversize_body_is_413_through_gunicorn(transactional_db, token):
     assert response.status_code == 413
     assert "error" in response.json()
     assert not Record.objects.exists()
+
+
+def test_read_only_export_leaves_the_connection_usable(live_service, org, ro_token):
+    """A read-only token's body is not parsed, but the next request on the same
+    keep-alive connection must still be read correctly."""
+    session = requests.Session()
+    session.auth = (ro_token, "")
+    body = orjson.dumps({"CacheKeys": [key(root_key(sha(f"k{n}"))) for n in range(3000)], "Links": None})
+    for _ in range(2):
+        response = session.post(live_service.url + "/magicache/records", data=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 200
+        assert response.json() == {"ExportRecords": []}
+        response = session.get(live_service.url + "/magicache/import")
+        assert response.status_code == 200
+        assert response.json() == {"layers": [], "records": []}
+    assert not Record.objects.exists()
