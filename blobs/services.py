@@ -85,7 +85,10 @@ def verified_blob_sizes(organization, digests):
                 found[digest] = size
             else:
                 pending.append(digest)
-    if pending and get_store().kind == "s3":
+    store = get_store()
+    if store.kind == "filesystem":
+        found = {d: size for d, size in found.items() if _file_intact(store, organization, d, size)}
+    if pending and store.kind == "s3":
         for digest in pending:
             if confirm_s3_blob(organization, digest):
                 found[digest] = Blob.objects.get(organization=organization, digest=digest).size
@@ -151,10 +154,28 @@ def _held(organization, digest, size=None):
     if row is None:
         return False
     state, known_size = row
+    store = get_store()
     if state == BlobState.VERIFIED:
+        if store.kind == "filesystem" and not _file_intact(store, organization, digest, known_size):
+            return False
         return size is None or known_size == size
-    if get_store().kind == "s3":
+    if store.kind == "s3":
         return confirm_s3_blob(organization, digest, expected_size=size)
+    return False
+
+
+def _file_intact(store, organization, digest, known_size):
+    """A stat, cheap on local disk: a verified row whose file is gone or truncated (a lost
+    or restored data dir) goes back to pending, so that engines upload it again instead
+    of being told to skip it forever."""
+    info = store.info(organization.pk, digest)
+    if info is not None and info.size == known_size:
+        return True
+    log.warning("blob org=%s digest=%s is verified but its file is %s; marked pending",
+                organization.slug, digest, "missing" if info is None else "the wrong size")
+    Blob.objects.filter(organization=organization, digest=digest).update(
+        state=BlobState.PENDING, verified_at=None
+    )
     return False
 
 

@@ -617,3 +617,18 @@ def test_unreachable_s3_means_unconfirmed_not_a_500(seaweedfs, settings, client,
     answer = upload_url(client, token, digest)
     assert answer.status_code == 200 and answer.json()["Skip"] is False
     assert download_url(client, token, digest).status_code == 404
+
+
+def test_lost_file_is_uploaded_again_not_skipped(builtin, client, transport, org, token):
+    """A data dir restored without some blob files: the rows say verified, the disk does
+    not. Engines must be asked to upload again, and downloads must not promise bytes."""
+    from blobs.storage import get_store
+
+    data, digest = random_blob()
+    put_blob(client, transport, token, data)
+    get_store().path(org.pk, digest).unlink()
+    assert services.verified_blob_sizes(org, [digest]) == {}
+    assert Blob.objects.get(organization=org, digest=digest).state == BlobState.PENDING
+    assert download_url(client, token, digest).status_code == 404
+    put_blob(client, transport, token, data)
+    assert fetch(client, transport, token, digest).body == data
