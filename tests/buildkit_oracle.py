@@ -5,8 +5,10 @@ import hashlib
 import json
 import secrets
 import string
+from pathlib import Path
 
 from blobs.models import Blob
+from blobs.storage import get_store
 from tests.support import engine_request
 
 MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+zstd"
@@ -56,7 +58,14 @@ def descriptor(blob_digest, size, diff_id=None, media_type=MEDIA_TYPE, created_a
 
 
 def store_blob(org, digest, size, state="verified"):
+    """A blob row as the blob app leaves it, with a file of that size on the built-in
+    storage (the blob app checks that a verified blob's file is still there)."""
     Blob.objects.get_or_create(organization=org, digest=digest, defaults={"size": size, "state": state})
+    store = get_store()
+    if state == "verified" and store.kind == "filesystem":
+        path = Path(store.path(org.pk, digest))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0" * size)
 
 
 def post_records(client, token, keys, links, **extra):
