@@ -154,20 +154,24 @@ def build_config(organization):
         )
 
     records = []
+    no_inputs = ()
     for record_id in order:
         digest, _, input_count = rows[record_id]
         record = {"digest": digest}
-        by_index = [[] for _ in range(input_count)]
-        for index, selector, source_id in inputs.get(record_id, ()):
-            if index < input_count and source_id in position:
-                by_index[index].append((position[source_id], selector))
-        if by_index:
+        if input_count:
+            by_index = [[] for _ in range(input_count)]
+            for index, selector, source_id in inputs.get(record_id, no_inputs):
+                if index < input_count and source_id in position:
+                    by_index[index].append((position[source_id], selector))
+            for alternatives in by_index:
+                if len(alternatives) > 1:
+                    alternatives.sort()
             record["inputs"] = [
-                [{"selector": selector, "link": link} for link, selector in sorted(alternatives)]
-                for alternatives in by_index
+                [{"selector": selector, "link": link} for link, selector in alternatives] for alternatives in by_index
             ]
-        if record_id in results:
-            record["layers"] = [{"layer": prefix_index[top_prefix[record_id]], "createdAt": results[record_id][1]}]
+        result = results.get(record_id)
+        if result is not None:
+            record["layers"] = [{"layer": prefix_index[top_prefix[record_id]], "createdAt": result[1]}]
         records.append(record)
     return {"layers": layers, "records": records}
 
