@@ -60,41 +60,54 @@ def _results_with_chains(organization):
     """{record id: (chain, created_at text)}: per record, the newest complete result (by
     acceptance) whose layers are all present and verified. A chain is a list of
     (digest, media type, size, diffID, created text), base first."""
-    # No ORDER BY: sorting tens of thousands of wide rows in the database spills to disk;
-    # grouping them here is cheaper.
-    rows = _query(
+    org = [organization.pk]
+    # Three narrow reads rather than one join repeating each layer's columns per use; no
+    # ORDER BY, which spills to disk on tens of thousands of rows: grouped here instead.
+    results = _query(
         f"""
-        SELECT res.record_id, res.id, {_utc_text("res.created_at")}, {_utc_text("res.exported_at")},
-               rl.position, l.digest, l.media_type, l.size, l.diff_id, {_utc_text("l.created_at")}
-        FROM {Result._meta.db_table} res
-        JOIN {Record._meta.db_table} rec ON rec.id = res.record_id
-        JOIN {ResultLayer._meta.db_table} rl ON rl.result_id = res.id
-        JOIN {Layer._meta.db_table} l ON l.id = rl.layer_id
+        SELECT res.id, res.record_id, {_utc_text("res.created_at")}, {_utc_text("res.exported_at")}
+        FROM {Result._meta.db_table} res JOIN {Record._meta.db_table} rec ON rec.id = res.record_id
         WHERE rec.organization_id = %s AND res.complete
         """,
-        [organization.pk],
+        org,
     )
+    links = _query(
+        f"""
+        SELECT rl.result_id, rl.position, rl.layer_id
+        FROM {ResultLayer._meta.db_table} rl
+        JOIN {Result._meta.db_table} res ON res.id = rl.result_id
+        JOIN {Record._meta.db_table} rec ON rec.id = res.record_id
+        WHERE rec.organization_id = %s AND res.complete
+        """,
+        org,
+    )
+    layers = {
+        row[0]: row[1:]
+        for row in _query(
+            f"SELECT id, digest, media_type, size, diff_id, {_utc_text('created_at')} "
+            f"FROM {Layer._meta.db_table} WHERE organization_id = %s",
+            org,
+        )
+    }
+    chains = defaultdict(dict)
+    for result_id, position, layer_id in links:
+        chains[result_id][position] = layers[layer_id]
     # A layer the engine cannot download fails the build that uses it.
-    present = verified_blob_sizes(organization, {row[5] for row in rows})
-    by_result = {}
-    for record_id, result_id, created_at, exported_at, position, digest, media_type, size, diff_id, layer_time in rows:
-        entry = by_result.get(result_id)
-        if entry is None:
-            entry = by_result[result_id] = (record_id, created_at, exported_at, {}, [True])
-        entry[3][position] = (digest, media_type, size, diff_id, layer_time)
-        if present.get(digest) != size:
-            entry[4][0] = False
-    results = {}
+    present = verified_blob_sizes(organization, {layer[0] for chain in chains.values() for layer in chain.values()})
+    chosen = {}
     newest = {}
-    for result_id, (record_id, created_at, exported_at, layers, sound) in by_result.items():
-        if not sound[0] or len(layers) != max(layers) + 1:
+    for result_id, record_id, created_at, exported_at in results:
+        chain = chains.get(result_id)
+        if not chain or len(chain) != max(chain) + 1:
+            continue
+        if any(present.get(layer[0]) != layer[2] for layer in chain.values()):
             continue
         # SQLite's text drops a zero fraction: pad it so that text order is time order.
         rank = (exported_at if "." in exported_at else exported_at[:-1] + ".000000Z", result_id)
         if record_id not in newest or rank > newest[record_id]:
             newest[record_id] = rank
-            results[record_id] = ([layers[n] for n in range(len(layers))], created_at)
-    return results
+            chosen[record_id] = ([chain[n] for n in range(len(chain))], created_at)
+    return chosen
 
 
 def build_config(organization):
