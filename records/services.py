@@ -95,7 +95,9 @@ def update_records(organization, token, body, now=None):
 def _store_records(organization, graph, now):
     """Insert the records and inputs not stored yet; {identity: (id, has_result)} for all."""
     rows = bulk.records_by_identity(organization.pk, graph.records)
-    missing = [identity for identity in graph.records if identity not in rows]
+    # Sorted: engines posting the same new graph at once then insert in the same order,
+    # and one waits for the other instead of deadlocking.
+    missing = sorted(identity for identity in graph.records if identity not in rows)
     if not missing:
         return rows
     bulk.insert_records(
@@ -116,12 +118,12 @@ def _store_records(organization, graph, now):
     # only new records need theirs (a concurrent twin is skipped by the unique constraint).
     bulk.insert_inputs(
         organization.pk,
-        [
+        sorted(
             (rows[identity][0], index, selector, rows[source][0])
             for identity in missing
             for index, alternatives in enumerate(graph.records[identity][1])
             for selector, source in alternatives
-        ],
+        ),
     )
     return rows
 
@@ -150,7 +152,7 @@ def _ask_for_exports(organization, token, graph, rows, now):
                 asked_at=now,
                 token=token,
             )
-            for record_id in chosen
+            for record_id in sorted(chosen)  # one lock order for concurrent engines
         ],
         update_conflicts=True,
         unique_fields=["record"],
@@ -264,6 +266,8 @@ def _store_results(organization, token, accepted, now):
     for _, _, layers in accepted:
         for desc in layers:
             descriptors.setdefault(desc["digest"], desc)
+    # Rows are written in sorted order throughout: concurrent exports then take their
+    # locks in one order and wait for each other instead of deadlocking.
     Layer.objects.bulk_create(
         [
             Layer(
@@ -275,7 +279,7 @@ def _store_results(organization, token, accepted, now):
                 created_at=parse_time(desc["annotations"].get(CREATED_AT_ANNOTATION)) or now,
                 last_used_at=now,
             )
-            for digest, desc in descriptors.items()
+            for digest, desc in sorted(descriptors.items())
         ],
         ignore_conflicts=True,
     )
@@ -284,10 +288,10 @@ def _store_results(organization, token, accepted, now):
         layer_ids.update(
             Layer.objects.filter(organization=organization, digest__in=chunk).values_list("digest", "id")
         )
-    for chunk in batched(layer_ids.values()):
+    for chunk in batched(sorted(layer_ids.values())):
         Layer.objects.filter(id__in=chunk).update(last_used_at=now)
 
-    record_ids = [record_id for record_id, _, _ in accepted]
+    record_ids = sorted({record_id for record_id, _, _ in accepted})
     pending = {}
     for chunk in batched(record_ids):
         pending.update((p.record_id, p) for p in PendingExport.objects.filter(record_id__in=chunk))
@@ -296,7 +300,7 @@ def _store_results(organization, token, accepted, now):
     )
     chains = {}
     results = []
-    for record_id, _, layers in accepted:
+    for record_id, _, layers in sorted(accepted, key=lambda entry: entry[0]):
         digests = [desc["digest"] for desc in layers]
         chain = chain_hash(digests)
         chains[(record_id, chain)] = digests
@@ -329,7 +333,7 @@ def _store_results(organization, token, accepted, now):
     ResultLayer.objects.bulk_create(
         [
             ResultLayer(result_id=stored[key][0], position=position, layer_id=layer_ids[digest])
-            for key, digests in chains.items()
+            for key, digests in sorted(chains.items(), key=lambda item: stored[item[0]][0])
             for position, digest in enumerate(digests)
         ],
         ignore_conflicts=True,

@@ -58,3 +58,44 @@ def test_read_only_export_leaves_the_connection_usable(live_service, org, ro_tok
         assert response.status_code == 200
         assert response.json() == {"layers": [], "records": []}
     assert not Record.objects.exists()
+
+
+def test_engines_posting_the_same_new_graph_at_once(live_service, org, token):
+    """A CI fleet starting together: every engine gets its answer, one set of records."""
+    import threading
+
+    import random
+
+    roots = [root_key(sha(f"fleet image {n}")) for n in range(1000)]
+
+    def payload(seed):
+        # Many independent branches, listed in another order by each engine, so that
+        # each would meet the same new records in its own order.
+        ids = [random_key_id() for _ in roots]
+        keys = [key(r) for r in roots] + [key(k, result(f"ref-{k}")) for k in ids]
+        links = [link(k, r, 0, output_key(sha("step"))) for k, r in zip(ids, roots)]
+        rng = random.Random(seed)
+        rng.shuffle(keys)
+        rng.shuffle(links)
+        return orjson.dumps({"CacheKeys": keys, "Links": links})
+
+    bodies = [payload(seed) for seed in range(4)]
+    statuses = []
+
+    def post(body):
+        response = requests.post(
+            live_service.url + "/magicache/records",
+            data=(body[i : i + 65536] for i in range(0, len(body), 65536)),
+            headers={"Content-Type": "application/json"},
+            auth=(token, ""),
+            timeout=120,
+        )
+        statuses.append((response.status_code, response.text[:300]))
+
+    threads = [threading.Thread(target=post, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [status for status, _ in statuses] == [200] * 4, statuses
+    assert Record.objects.filter(organization=org).count() == 2000
