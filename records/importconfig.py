@@ -132,14 +132,14 @@ def build_config(organization):
                 needed.add(source_id)
                 queue.append(source_id)
     rows = {}
-    for record_id, identity, digest, input_count in _query(
-        f"SELECT id, identity, digest, input_count FROM {Record._meta.db_table} WHERE organization_id = %s",
+    for record_id, digest, input_count in _query(
+        f"SELECT id, digest, input_count FROM {Record._meta.db_table} WHERE organization_id = %s",
         [organization.pk],
     ):
         if record_id in needed:
-            rows[record_id] = (digest, identity, input_count)
+            rows[record_id] = (digest, record_id, input_count)
 
-    order = sorted(rows, key=lambda record_id: rows[record_id][:2])
+    order = sorted(rows, key=rows.__getitem__)  # by digest, then id: deterministic
     position = {record_id: n for n, record_id in enumerate(order)}
 
     # One layer entry per distinct chain prefix; sorting the prefixes puts every parent
