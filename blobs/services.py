@@ -35,7 +35,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from blobs import signing
 from blobs.models import Blob, BlobState
-from blobs.signals import blob_verified
+from blobs.signals import blob_lost, blob_verified
 from blobs.storage import StoreUnavailable, UploadRejected, get_store, sha256_b64
 
 log = logging.getLogger("cacheweb.blobs")
@@ -87,7 +87,7 @@ def verified_blob_sizes(organization, digests):
                 pending.append(digest)
     store = get_store()
     if store.kind == "filesystem":
-        found = {d: size for d, size in found.items() if _file_intact(store, organization, d, size)}
+        found = _drop_lost_files(store, organization, found)
     if pending and store.kind == "s3":
         for digest in pending:
             if confirm_s3_blob(organization, digest):
@@ -165,18 +165,28 @@ def _held(organization, digest, size=None):
 
 
 def _file_intact(store, organization, digest, known_size):
-    """A stat, cheap on local disk: a verified row whose file is gone or truncated (a lost
-    or restored data dir) goes back to pending, so that engines upload it again instead
-    of being told to skip it forever."""
-    info = store.info(organization.pk, digest)
-    if info is not None and info.size == known_size:
-        return True
-    log.warning("blob org=%s digest=%s is verified but its file is %s; marked pending",
-                organization.slug, digest, "missing" if info is None else "the wrong size")
-    Blob.objects.filter(organization=organization, digest=digest).update(
-        state=BlobState.PENDING, verified_at=None
-    )
-    return False
+    return digest in _drop_lost_files(store, organization, {digest: known_size})
+
+
+def _drop_lost_files(store, organization, sizes):
+    """`sizes` ({digest: size}) without the blobs whose file is gone or has another size.
+
+    A stat, cheap on local disk: a verified row whose file is gone or truncated (a lost or
+    restored data dir) goes back to pending, so that engines upload it again instead of
+    being told to skip it forever, and blob_lost tells the graph to stop naming it."""
+    on_disk = store.sizes(organization.pk, sizes)
+    lost = [digest for digest, size in sizes.items() if on_disk[digest] != size]
+    if not lost:
+        return sizes
+    log.warning("org=%s: %d verified blob(s) missing or truncated on disk, marked pending: %s",
+                organization.slug, len(lost), ", ".join(lost[:5]))
+    for start in range(0, len(lost), QUERY_BATCH):
+        Blob.objects.filter(organization=organization, digest__in=lost[start : start + QUERY_BATCH]).update(
+            state=BlobState.PENDING, verified_at=None
+        )
+    blob_lost.send(sender=Blob, organization=organization, digests=lost)
+    lost_set = set(lost)
+    return {digest: size for digest, size in sizes.items() if digest not in lost_set}
 
 
 def download_url(request, organization, digest):

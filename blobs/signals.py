@@ -3,8 +3,12 @@
 blob_verified(sender=Blob, blob=<Blob>): a blob of one organization has just become
 verified (a built-in PUT whose bytes matched the digest, or an S3 object confirmed by
 HEAD). Sent after the transaction that marked it commits, so receivers see the row.
+
+blob_lost(sender=Blob, organization=<Organization>, digests=[str]): blobs that were
+verified turned out to be gone from storage (their rows are pending again).
 """
 
 from django.dispatch import Signal
 
 blob_verified = Signal()
+blob_lost = Signal()

@@ -5,6 +5,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from blobs.models import Blob
+from blobs.signals import blob_lost
 
 
 @receiver(post_delete, sender=Blob, dispatch_uid="records-blob-deleted")
@@ -16,3 +17,10 @@ def blob_deleted(sender, instance, origin=None, **kwargs):
     from records.services import blobs_lost
 
     blobs_lost(instance.organization, [instance.digest])
+
+
+@receiver(blob_lost, sender=Blob, dispatch_uid="records-blob-lost")
+def blob_files_lost(sender, organization, digests, **kwargs):
+    from records.services import blobs_lost
+
+    blobs_lost(organization, digests)

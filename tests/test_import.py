@@ -151,6 +151,22 @@ def test_deleted_blob_leaves_the_import(client, org, token):
     assert get_import(client, token) == {"layers": [], "records": []}
 
 
+def test_blob_file_lost_from_disk_leaves_the_import_and_is_asked_for_again(client, org, token):
+    """The rows say verified but the data dir lost the file: the next check of the blob
+    marks it pending, the import stops naming it and /records asks for the record again."""
+    from blobs.storage import get_store
+
+    keys = [key(IMAGE, result("r"))]
+    export(client, org, token, keys, [], {"r": ["vanishing"]})
+    assert get_import(client, token)["records"]
+    get_store().path(org.pk, sha("vanishing")).unlink()
+    resp = engine_request(client, "GET", "/magicache/layerDownloadURL", token, {"Digest": sha("vanishing")})
+    assert resp.status_code == 404
+    assert get_import(client, token) == {"layers": [], "records": []}
+    asked = post_records(client, token, keys, []).json()["ExportRecords"]
+    assert [entry["CacheRefID"] for entry in asked] == ["r"]
+
+
 def test_served_from_the_stored_copy(client, org, token, django_assert_max_num_queries):
     export(client, org, token, [key(IMAGE, result("r"))], [], {"r": ["base"]})
     first = engine_request(client, "GET", "/magicache/import", token, HTTP_ACCEPT_ENCODING="gzip")
