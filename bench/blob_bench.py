@@ -94,11 +94,14 @@ def curl_json(args):
 
 
 class RssSampler:
-    """Peak summed RSS of a process and its children, sampled every 20 ms."""
+    """Peak memory of a process and its children, sampled every 20 ms: summed RSS, and
+    summed PSS (proportional set size), which counts pages shared between the gunicorn
+    master and its forked workers once instead of once per process."""
 
     def __init__(self, pid):
         self.pid = pid
         self.peak = 0
+        self.peak_pss = 0
         self.peak_single = 0
         self._stop = threading.Event()
         self._thread = None
@@ -116,18 +119,27 @@ class RssSampler:
         return found
 
     @staticmethod
-    def rss(pid):
+    def _kib_field(path, name):
+        """A `Name:   N kB` line of a /proc file, in bytes; 0 once the process is gone."""
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(name):
                     return int(line.split()[1]) * 1024
         except OSError:
             pass
         return 0
 
+    def rss(self, pid):
+        return self._kib_field(f"/proc/{pid}/status", "VmRSS:")
+
+    def pss(self, pid):
+        return self._kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
+
     def sample(self):
-        values = [self.rss(pid) for pid in self.pids()]
+        pids = self.pids()
+        values = [self.rss(pid) for pid in pids]
         self.peak = max(self.peak, sum(values))
+        self.peak_pss = max(self.peak_pss, sum(self.pss(pid) for pid in pids))
         self.peak_single = max([self.peak_single, *values])
 
     def _run(self):
@@ -363,7 +375,8 @@ def main():
             for name, server in servers:
                 run_round(server, blob, digest, size, samplers.get(name), runs[name])
         for name, sampler in samplers.items():
-            memory[name].update(peak_total_mb=sampler.peak / 1e6, peak_process_mb=sampler.peak_single / 1e6)
+            memory[name].update(peak_total_mb=sampler.peak / 1e6, peak_pss_mb=sampler.peak_pss / 1e6,
+                                peak_process_mb=sampler.peak_single / 1e6)
         results = {name: {d: statistics.median(v) for d, v in r.items()} | {"all": r} for name, r in runs.items()}
     finally:
         for _, server in servers:
@@ -395,7 +408,8 @@ def main():
     print()
     for name, m in memory.items():
         print(f"{name}: gunicorn RSS before {m['before_mb']:.0f} MB; peak during transfers "
-              f"{m['peak_total_mb']:.0f} MB (master + workers), {m['peak_process_mb']:.0f} MB (one process)")
+              f"{m['peak_total_mb']:.0f} MB RSS / {m['peak_pss_mb']:.0f} MB PSS (master + workers), "
+              f"{m['peak_process_mb']:.0f} MB (one process)")
 
 
 if __name__ == "__main__":

@@ -16,3 +16,6 @@ max_requests_jitter = 100
 accesslog = "-" if env_str("CACHEWEB_ACCESS_LOG", "") in ("1", "true", "yes") else None
 errorlog = "-"
 sendfile = True
+# Load Django once in the master and fork: the workers share its pages instead of each
+# holding a copy (about 30 MB less per worker).
+preload_app = True

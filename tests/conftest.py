@@ -58,3 +58,13 @@ def operators(org, django_user_model):
     Membership.objects.create(organization=org, user=viewer, role=Role.VIEWER)
     Membership.objects.create(organization=Organization.ensure("elsewhere"), user=outsider, role=Role.MAINTAINER)
     return {"maintainer": maintainer, "viewer": viewer, "outsider": outsider}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _forget_buffered_blob_uses():
+    """Blob use counts are buffered per process and flushed at exit; in the test process
+    the test database is gone by then, so drop what the last tests left."""
+    yield
+    from blobs import services
+
+    services._uses.clear()
