@@ -13,6 +13,22 @@ from tests.support import ROOT, basic, chunked_request, free_port
 SERVICE_VARS = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHEWEB_S3_BUCKET", "CACHEWEB_SECRET_KEY")
 
 
+def descendants(pid):
+    """Every process below `pid`, whatever session or group it moved to."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+                found += children
+                todo += children
+        except OSError:
+            pass
+    return found
+
+
 def test_bin_run_serves_config_to_a_go_shaped_request(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS and k != "DJANGO_SETTINGS_MODULE"}
@@ -21,6 +37,7 @@ def test_bin_run_serves_config_to_a_go_shaped_request(tmp_path):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(ROOT / "bin" / "run")], cwd=tmp_path, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+    started = []
     try:
         token = url = None
         deadline = time.monotonic() + 120
@@ -50,7 +67,7 @@ def test_bin_run_serves_config_to_a_go_shaped_request(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail("bin/run did not stop on Ctrl-C")
-    leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    leftovers = [pid for pid in started if os.path.exists(f"/proc/{pid}")]
     assert leftovers == [], "processes left running after Ctrl-C"
     assert "fresh-engine" in subprocess.run(
         [str(ROOT / ".venv/bin/python"), "-c",

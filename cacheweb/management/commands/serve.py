@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -35,7 +36,13 @@ class Command(BaseCommand):
         host, port = serving.bind_address()
         self.stdout.write(f"Starting {', '.join(commands)}; web on http://{host}:{port}/ . Ctrl-C stops all.")
         self.stdout.flush()
-        children = {name: subprocess.Popen(cmd, env=serving.child_env()) for name, cmd in commands.items()}
+        # Each role in a process group of its own, so that stopping it also reaches what it
+        # forked (gunicorn workers, Celery's pool and embedded scheduler) and nothing is
+        # left behind when this command returns.
+        children = {
+            name: subprocess.Popen(cmd, env=serving.child_env(), start_new_session=True)
+            for name, cmd in commands.items()
+        }
         stopping = False
 
         def stop(signum, frame):
@@ -68,3 +75,20 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        for child in children.values():
+            _kill_group(child.pid)
+
+
+def _kill_group(pgid):
+    """Stop whatever is still running in a role's process group once its leader is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(50):
+            time.sleep(0.1)
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
