@@ -1,7 +1,6 @@
 """Engine authentication: HTTP Basic with the token as user name and an empty password."""
 
 import base64
-import binascii
 
 from rest_framework import authentication, exceptions
 
@@ -18,7 +17,7 @@ class EngineTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("use HTTP Basic auth with the token as user name")
         try:
             decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # bad base64, non-ASCII input or bytes that are not UTF-8
             raise exceptions.AuthenticationFailed("malformed Basic credentials") from None
         token_value, sep, password = decoded.partition(":")
         if not sep or password:

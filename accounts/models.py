@@ -1,17 +1,25 @@
 import hashlib
+import re
 import hmac
 import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
 TOKEN_PREFIX = "cwt_"
 LOOKUP_LENGTH = 8
+# What issue() makes; anything else is not looked up at all (and never reaches the
+# database, whose text columns refuse some characters).
+TOKEN_FORMAT = re.compile(rf"{TOKEN_PREFIX}[A-Za-z0-9]{{{LOOKUP_LENGTH},200}}")
 LAST_USED_EVERY = timedelta(minutes=1)
 NS_PER_SECOND = 1_000_000_000
+# Engines read the periods as Go time.Durations (int64 nanoseconds, about 292 years);
+# a month is far beyond any useful period and far inside that range.
+MAX_PERIOD = 30 * 24 * 3600
+PERIOD_VALIDATORS = [MinValueValidator(1), MaxValueValidator(MAX_PERIOD)]
 
 slug_validator = RegexValidator(r"^[a-z0-9][a-z0-9-]{0,62}$", "lower-case letters, digits and dashes")
 
@@ -34,13 +42,13 @@ class Organization(models.Model):
     slug = models.SlugField(max_length=63, unique=True, validators=[slug_validator])
     name = models.CharField(max_length=200, blank=True)
     import_period = models.PositiveIntegerField(
-        "import period (s)", default=_default_import_period, validators=[MinValueValidator(1)]
+        "import period (s)", default=_default_import_period, validators=PERIOD_VALIDATORS
     )
     export_period = models.PositiveIntegerField(
-        "export period (s)", default=_default_export_period, validators=[MinValueValidator(1)]
+        "export period (s)", default=_default_export_period, validators=PERIOD_VALIDATORS
     )
     export_timeout = models.PositiveIntegerField(
-        "export timeout (s)", default=_default_export_timeout, validators=[MinValueValidator(1)]
+        "export timeout (s)", default=_default_export_timeout, validators=PERIOD_VALIDATORS
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -53,15 +61,20 @@ class Organization(models.Model):
     def engine_config(self):
         """The /config answer: durations in nanoseconds, never zero."""
         return {
-            "ImportPeriod": max(self.import_period, 1) * NS_PER_SECOND,
-            "ExportPeriod": max(self.export_period, 1) * NS_PER_SECOND,
-            "ExportTimeout": max(self.export_timeout, 1) * NS_PER_SECOND,
+            "ImportPeriod": _clamp(self.import_period) * NS_PER_SECOND,
+            "ExportPeriod": _clamp(self.export_period) * NS_PER_SECOND,
+            "ExportTimeout": _clamp(self.export_timeout) * NS_PER_SECOND,
         }
 
     @classmethod
     def ensure(cls, slug):
         org, _ = cls.objects.get_or_create(slug=slug, defaults={"name": slug})
         return org
+
+
+def _clamp(seconds):
+    """Rows edited past the validators (shell, SQL) still give engines a usable period."""
+    return min(max(seconds, 1), MAX_PERIOD)
 
 
 def hash_token(token):
@@ -74,7 +87,7 @@ class EngineTokenQuerySet(models.QuerySet):
 
     def find(self, token):
         """The active token whose value is `token`, or None. Constant-time compare."""
-        if not token.startswith(TOKEN_PREFIX) or len(token) < len(TOKEN_PREFIX) + LOOKUP_LENGTH:
+        if not TOKEN_FORMAT.fullmatch(token):
             return None
         lookup = token[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + LOOKUP_LENGTH]
         wanted = hash_token(token)

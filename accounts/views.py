@@ -14,6 +14,8 @@ class ConfigView(EngineAPIView):
         engine_id = body.get("EngineID", "")
         if not isinstance(engine_id, str):
             raise exceptions.ParseError("EngineID must be a string")
+        if "\x00" in engine_id:
+            raise exceptions.ParseError("EngineID must not contain NUL characters")
         if len(engine_id) > MAX_ENGINE_ID:
             raise exceptions.ParseError(f"EngineID is longer than {MAX_ENGINE_ID} characters")
         self.engine_id = engine_id

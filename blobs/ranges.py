@@ -10,7 +10,9 @@ import re
 
 from django.http import FileResponse, HttpResponse
 
-RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits only, and few enough for any real offset: int() refuses some Unicode
+# digits and very long numbers, and a Range we cannot read is ignored, not a 500.
+RANGE_RE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
 BLOCK_SIZE = 1024 * 1024
 
 

@@ -6,6 +6,7 @@ derived from SECRET_KEY with a salt of its own, so a leaked URL signature says n
 about sessions or other signed values.
 """
 
+import re
 import time
 
 from django.utils.crypto import constant_time_compare, salted_hmac
@@ -38,15 +39,19 @@ def signed_query(org_id, digest, method, lifetime, size=None, now=None):
     return query
 
 
+# str.isdigit() accepts digits that int() refuses ("²"): ASCII only.
+NUMBER = re.compile(r"[0-9]{1,20}")
+
+
 def verify(org_id, digest, method, query, now=None):
     """Check a request's query against its org, digest and method. Returns the bound
     size (or None when the URL binds none). Raises SignatureError."""
     signature = query.get("sig", "")
     raw_expires = query.get("expires", "")
     raw_size = query.get("size")
-    if not signature or not raw_expires.isdigit():
+    if not signature or not NUMBER.fullmatch(raw_expires):
         raise SignatureError("blob URL is not signed")
-    if raw_size is not None and not raw_size.isdigit():
+    if raw_size is not None and not NUMBER.fullmatch(raw_size):
         raise SignatureError("blob URL has a malformed size")
     expires = int(raw_expires)
     size = int(raw_size) if raw_size is not None else None

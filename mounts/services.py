@@ -121,11 +121,14 @@ def synced_mount_config(request, organization):
 # ---- what engines offer at shutdown ---------------------------------------------------
 
 
-def _record_mount(organization, name, now):
-    """The mount `name`, its last_seen moved to now; created if the organization is under
-    its mount count. None when it does not exist and the cap forbids creating it."""
+def _record_mount(organization, name, create, now):
+    """The mount `name`, its last_seen moved to now; created when `create` and the
+    organization is under its mount count. None when it does not exist (and was not
+    created)."""
     mount = CacheMount.objects.filter(organization=organization, name=name).first()
     if mount is None:
+        if not create:
+            return None
         if CacheMount.objects.filter(organization=organization).count() >= settings.MOUNTS_PER_ORG:
             log.warning("org %s has %d mounts; not recording %r", organization.slug, settings.MOUNTS_PER_ORG, name)
             return None
@@ -179,12 +182,12 @@ def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
     """Answer an engine offering a new snapshot of a mount: {"URL", "Headers", "Skip"}."""
     organization = token.organization
     now = timezone.now()
-    # Every engine's report is recorded, read-only ones included, so that operators see
-    # which mounts their engines use; the per-organization cap bounds how many names an
-    # untrusted job can add. A read-only token still never uploads.
-    mount = _record_mount(organization, offer.name, now=now)
+    # A read-only token may not write, and that includes growing the mount list: every
+    # recorded mount is offered to every engine (the default policy syncs them all), and
+    # an untrusted job could fill the organization's mount cap with names of its own.
+    mount = _record_mount(organization, offer.name, create=not token.read_only, now=now)
     if mount is None:
-        _log_offer(organization, offer, "not recorded (mount count cap)")
+        _log_offer(organization, offer, "not recorded (read-only token or mount count cap)")
         return dict(SKIP)
     if token.read_only:
         _note_skip(mount, SkipReason.READ_ONLY)

@@ -42,6 +42,11 @@ class Payload:
     links: list
 
 
+def _is_text(value):
+    """A non-empty string that PostgreSQL can store (text columns refuse NUL)."""
+    return isinstance(value, str) and value != "" and "\x00" not in value
+
+
 def _field(obj, name, kind, where, default=None):
     value = obj.get(name, default)
     if value is None:
@@ -64,21 +69,23 @@ def parse_payload(body):
         if not isinstance(entry, dict):
             raise PayloadError(f"{where} must be an object")
         key_id = entry.get("ID")
-        if not isinstance(key_id, str) or not key_id:
-            raise PayloadError(f"{where}.ID must be a non-empty string")
+        if not _is_text(key_id):
+            raise PayloadError(f"{where}.ID must be a non-empty string without NUL characters")
         newest = keys.get(key_id)
         for m, res in enumerate(_field(entry, "Results", list, where, [])):
             rwhere = f"{where}.Results[{m}]"
             if not isinstance(res, dict):
                 raise PayloadError(f"{rwhere} must be an object")
             ref_id = res.get("ID")
-            if not isinstance(ref_id, str) or not ref_id or len(ref_id) > MAX_REF_ID:
+            if not _is_text(ref_id) or len(ref_id) > MAX_REF_ID:
                 raise PayloadError(f"{rwhere}.ID must be a non-empty string of at most {MAX_REF_ID} characters")
             raw_time = res.get("CreatedAt")
             created = ZERO_TIME if raw_time is None else parse_time(raw_time)
             if created is None:
                 raise PayloadError(f"{rwhere}.CreatedAt must be an RFC 3339 time")
-            description = _field(res, "Description", str, rwhere, "")
+            # Descriptions are the user's command lines: keep them, minus the NUL
+            # characters that PostgreSQL text cannot hold.
+            description = _field(res, "Description", str, rwhere, "").replace("\x00", "")
             if newest is None or created > newest.created_at:
                 newest = KeyResult(ref_id, created, description[:MAX_DESCRIPTION])
         keys[key_id] = newest
@@ -89,15 +96,17 @@ def parse_payload(body):
             raise PayloadError(f"{where} must be an object")
         key_id = entry.get("ID")
         linked = entry.get("LinkedID")
-        if not isinstance(key_id, str) or not key_id:
-            raise PayloadError(f"{where}.ID must be a non-empty string")
-        if not isinstance(linked, str) or not linked:
-            raise PayloadError(f"{where}.LinkedID must be a non-empty string")
+        if not _is_text(key_id):
+            raise PayloadError(f"{where}.ID must be a non-empty string without NUL characters")
+        if not _is_text(linked):
+            raise PayloadError(f"{where}.LinkedID must be a non-empty string without NUL characters")
         index = entry.get("Input", 0)
         if not isinstance(index, int) or isinstance(index, bool):
             raise PayloadError(f"{where}.Input must be an integer")
         link_digest = entry.get("Digest")
-        selector = entry.get("Selector") or ""
+        selector = entry.get("Selector")
+        if selector is None:
+            selector = ""
         if not isinstance(link_digest, str) or not isinstance(selector, str):
             raise PayloadError(f"{where}.Digest and Selector must be strings")
         links.append((key_id, linked, index, link_digest, selector))

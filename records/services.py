@@ -182,8 +182,8 @@ def _descriptor_problem(desc):
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         return f"layer {digest} has no valid size"
     media_type = desc.get("mediaType")
-    if not isinstance(media_type, str) or not media_type:
-        return f"layer {digest} has no media type"
+    if not isinstance(media_type, str) or not media_type or "\x00" in media_type:
+        return f"layer {digest} has no valid media type"
     annotations = desc.get("annotations")
     if not isinstance(annotations, dict) or not is_digest(annotations.get(DIFF_ID_ANNOTATION)):
         return f"layer {digest} has no valid {DIFF_ID_ANNOTATION} annotation"

@@ -632,3 +632,22 @@ def test_lost_file_is_uploaded_again_not_skipped(builtin, client, transport, org
     assert download_url(client, token, digest).status_code == 404
     put_blob(client, transport, token, data)
     assert fetch(client, transport, token, digest).body == data
+
+
+def test_unreadable_numbers_in_blob_urls_are_refused_not_500(builtin, client, transport, org, token):
+    data, digest = random_blob()
+    put_blob(client, transport, token, data)
+    for query in ("expires=%C2%B2&sig=ab", "expires=1&size=%C2%B2&sig=ab"):
+        resp = client.get(f"/blobs/{org.pk}/{digest}?{query}")
+        assert resp.status_code == 403
+        assert resp.json()["error"]
+
+
+def test_absurd_range_is_ignored_not_500(builtin, client, transport, org, token):
+    data, digest = random_blob()
+    put_blob(client, transport, token, data)
+    for header in ("bytes=" + "9" * 5000 + "-", "bytes=0-" + "9" * 5000, "bytes=-" + "9" * 5000,
+                   "bytes=\u0663-"):
+        reply = fetch(client, transport, token, digest, {"Range": header})
+        assert reply.status == 200
+        assert reply.body == data

@@ -118,3 +118,13 @@ class TestOverview:
         assert resp.status_code == 403
         org.refresh_from_db()
         assert org.import_period != 30
+
+
+@pytest.mark.django_db
+def test_period_beyond_a_month_is_refused(client, operators, org):
+    client.force_login(operators["maintainer"])
+    resp = client.post("/orgs/acme/", {"name": "Acme", "import_period": 9223372036854775807,
+                                       "export_period": 60, "export_timeout": 120})
+    assert resp.status_code == 200
+    org.refresh_from_db()
+    assert org.import_period != 9223372036854775807

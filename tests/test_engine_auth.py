@@ -100,3 +100,15 @@ class TestTokenStorage:
         engine_request(client, "GET", CONFIG, token=value, body=BODY)
         row.refresh_from_db()
         assert row.last_used_at > first
+
+
+@pytest.mark.django_db
+def test_non_ascii_credentials_are_401_not_500(client, org):
+    assert call(client, HTTP_AUTHORIZATION="Basic \u00e9\u00e9").status_code == 401
+
+
+@pytest.mark.django_db
+def test_token_with_odd_characters_is_never_looked_up(client, org, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert EngineToken.objects.find("cwt_abcdefgh\x00zz") is None
+    assert call(client, HTTP_AUTHORIZATION=basic("cwt_abcdefgh\x00zz")).status_code == 401

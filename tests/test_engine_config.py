@@ -131,3 +131,21 @@ class TestThroughTheRealServer:
         status, _, body = chunked_request(live_service.url, "GET", CONFIG, headers, [b'{"EngineID":"e1"}\n'])
         assert status == 401
         assert b"error" in body
+
+
+@pytest.mark.django_db
+def test_nul_in_engine_id_is_400(client, token):
+    resp = engine_request(client, "GET", CONFIG, token=token, body={"EngineID": "a\u0000b"})
+    assert resp.status_code == 400
+    assert not Engine.objects.exists()
+
+
+@pytest.mark.django_db
+def test_periods_stay_within_go_durations(client, org, token):
+    from accounts.models import MAX_PERIOD
+
+    # A row edited past the validators still gives engines a period they can decode.
+    org.import_period = 2_000_000_000
+    org.save()
+    data = engine_request(client, "GET", CONFIG, token=token, body={"EngineID": "e1"}).json()
+    assert data["ImportPeriod"] == MAX_PERIOD * NS < 2**63

@@ -109,7 +109,7 @@ def annotation(value):
     [
         (missing("digest"), "is not a digest"),
         (missing("size"), "no valid size"),
-        (missing("mediaType"), "no media type"),
+        (missing("mediaType"), "no valid media type"),
         (missing("annotations"), "containerd.io/uncompressed"),
         (annotation(None), "containerd.io/uncompressed"),
         (annotation("not-a-digest"), "containerd.io/uncompressed"),

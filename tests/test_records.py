@@ -239,6 +239,11 @@ def test_empty_body_is_an_empty_payload(client, token):
         b'{"Links": [{"ID": "k", "LinkedID": "j", "Input": true, "Digest": "sha256:x"}]}',
         b'{"Links": [{"ID": "k", "LinkedID": "j", "Input": 0, "Digest": 5}]}',
         b'{"Links": "none"}',
+        b'{"CacheKeys": [{"ID": "k\\u0000"}]}',
+        b'{"CacheKeys": [{"ID": "k", "Results": [{"ID": "r\\u0000a"}]}]}',
+        b'{"Links": [{"ID": "k", "LinkedID": "j\\u0000", "Input": 0, "Digest": "sha256:x"}]}',
+        b'{"Links": [{"ID": "k", "LinkedID": "j", "Input": 0, "Digest": "sha256:x", "Selector": false}]}',
+        b'{"Links": [{"ID": "k", "LinkedID": "j", "Input": 0, "Digest": "sha256:x", "Selector": 0}]}',
     ],
 )
 def test_structural_errors_are_400_and_change_nothing(client, org, token, raw):
@@ -367,3 +372,10 @@ def test_overlong_ref_id_is_400(client, token):
     response = post_records(client, token, [key(IMAGE, result("r" * 256))], [])
     assert response.status_code == 400
     assert not Record.objects.exists()
+
+
+def test_nul_in_a_description_is_dropped_not_stored(client, org, token):
+    digest = sha("exec with a nul")
+    response = post_records(client, token, [key(root_key(digest), result("r", description="make\u0000 all"))], [])
+    assert response.status_code == 200
+    assert Record.objects.get().description == "make all"
