@@ -379,3 +379,38 @@ def test_first_build_does_not_wait_for_a_claim(client, org, token):
 
     ImportSnapshot.objects.create(organization=org, building_since=timezone.now())
     assert get_import(client, token) == {"layers": [], "records": []}
+
+
+def _small_build(client, org, token):
+    k = random_key_id()
+    keys = [key(IMAGE, result("img")), key(k, result("exec"))]
+    links = [link(k, IMAGE, 0, EXEC, sha("sel"))]
+    export(client, org, token, keys, links, {"img": ["base"], "exec": ["base", "top"]})
+    return keys, links
+
+
+def test_deleting_a_record_by_hand_takes_its_dependants_and_heals_on_the_next_export(client, org, token):
+    from records.models import Record
+
+    keys, links = _small_build(client, org, token)
+    Record.objects.get(digest=IMAGE).delete()
+    assert not Record.objects.filter(digest=EXEC).exists()
+    config = get_import(client, token)
+    ImportedCache(config)  # parses as buildkit would
+    assert config == {"layers": [], "records": []}
+    # The next export stores both again, whole, and asks for both results.
+    asked = export(client, org, token, keys, links, {"img": ["base"], "exec": ["base", "top"]})
+    assert sorted(entry["CacheRefID"] for entry in asked) == ["exec", "img"]
+    cache = ImportedCache(get_import(client, token))
+    assert cache.lookup(Query(EXEC_DIGEST, 0, ((Query(IMAGE_DIGEST), sha("sel")),))) == {(sha("base"), sha("top"))}
+
+
+def test_deleting_a_layer_by_hand_makes_its_results_asked_for_again(client, org, token):
+    from records.models import Layer
+
+    keys, links = _small_build(client, org, token)
+    Layer.objects.get(organization=org, digest=sha("top")).delete()
+    config = get_import(client, token)
+    assert [r["digest"] for r in config["records"] if r.get("layers")] == [IMAGE]
+    asked = post_records(client, token, keys, links).json()["ExportRecords"]
+    assert [entry["CacheRefID"] for entry in asked] == ["exec"]
