@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import hashlib
 import os
+import time
 import queue
 import tempfile
 import threading
@@ -131,6 +132,23 @@ class FileSystemBlobStore:
             return ObjectInfo(size=self.path(org_id, digest).stat().st_size, checksum_sha256=None)
         except FileNotFoundError:
             return None
+
+    def sweep_partial(self, older_than):
+        """Delete upload temp files last written more than `older_than` seconds ago.
+
+        A PUT cleans up after itself, but not when its worker is killed mid-upload (OOM,
+        a restart past the graceful timeout); those files would stay forever. Returns
+        how many were removed."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for path in self.root.glob("*/*/*/.*.part"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def sizes(self, org_id, digests):
         """{digest: size on disk, or None when absent}. Plain string paths: /import checks

@@ -651,3 +651,27 @@ def test_absurd_range_is_ignored_not_500(builtin, client, transport, org, token)
         reply = fetch(client, transport, token, digest, {"Range": header})
         assert reply.status == 200
         assert reply.body == data
+
+
+def test_abandoned_upload_files_are_swept(builtin, org, settings):
+    """A worker killed mid-upload leaves its temp file; the periodic sweep removes it once
+    it is older than a URL lifetime, and leaves younger ones (uploads in progress)."""
+    import os
+    import time
+
+    from blobs.storage import get_store
+    from blobs.tasks import sweep_partial_uploads
+
+    store = get_store()
+    digest = OTHER_DIGEST
+    final = store.path(org.pk, digest)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.parent / f".{final.name[:16]}.abandoned.part"
+    young = final.parent / f".{final.name[:16]}.running.part"
+    old.write_bytes(b"x" * 10)
+    young.write_bytes(b"y" * 10)
+    past = time.time() - settings.BLOB_URL_LIFETIME - 60
+    os.utime(old, (past, past))
+    sweep_partial_uploads()
+    assert not old.exists()
+    assert young.exists()
