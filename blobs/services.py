@@ -11,9 +11,10 @@ Public functions (keep their names and meaning, other apps call them):
     confirm_s3_blob(organization, digest, expected_size=None) -> bool
     record_use(organization, digest) -> None
     flush_uses() -> int
-    receive_upload(org_id, digest, stream, content_length, bound_size) -> Blob
+    receive_upload(org_id, digest, body, content_length, bound_size) -> Blob
     open_builtin_blob(org_id, digest) -> (file, size)
     delete_blob(organization, digest) -> None
+    rehash_blobs(organization, verified_since=None) -> (checked, [lost digests])
 
 A blob belongs to one organization. Nothing here ever answers from another
 organization's blobs: two organizations uploading the same digest store it twice.
@@ -180,13 +181,46 @@ def _drop_lost_files(store, organization, sizes):
         return sizes
     log.warning("org=%s: %d verified blob(s) missing or truncated on disk, marked pending: %s",
                 organization.slug, len(lost), ", ".join(lost[:5]))
-    for start in range(0, len(lost), QUERY_BATCH):
-        Blob.objects.filter(organization=organization, digest__in=lost[start : start + QUERY_BATCH]).update(
-            state=BlobState.PENDING, verified_at=None
-        )
-    blob_lost.send(sender=Blob, organization=organization, digests=lost)
+    _mark_lost(organization, lost)
     lost_set = set(lost)
     return {digest: size for digest, size in sizes.items() if digest not in lost_set}
+
+
+def _mark_lost(organization, digests):
+    """Verified rows whose bytes are gone or wrong go back to pending (so engines upload
+    them again), and blob_lost tells the graph to stop naming them."""
+    for start in range(0, len(digests), QUERY_BATCH):
+        Blob.objects.filter(organization=organization, digest__in=digests[start : start + QUERY_BATCH]).update(
+            state=BlobState.PENDING, verified_at=None
+        )
+    blob_lost.send(sender=Blob, organization=organization, digests=digests)
+
+
+def rehash_blobs(organization, verified_since=None):
+    """Read back every verified blob of `organization` (or those verified since a time)
+    and check that its bytes still hash to its digest and have its size: after a crash
+    of a machine running with CACHEWEB_BLOB_FSYNC off, or a disk that went bad. Bad or
+    missing bytes are deleted and their blob marked lost. Returns (checked, [lost]).
+    Raises StoreUnavailable when S3 cannot be read."""
+    store = get_store()
+    rows = Blob.objects.filter(organization=organization, state=BlobState.VERIFIED)
+    if verified_since is not None:
+        rows = rows.filter(verified_at__gte=verified_since)
+    checked, lost = 0, []
+    for digest, size in rows.order_by("digest").values_list("digest", "size").iterator():
+        checked += 1
+        if store.kind == "filesystem":
+            found = store.hash_file(organization.pk, digest)
+        else:
+            found = store.hash_object(organization.pk, digest) if store.info(organization.pk, digest) else None
+        if found != (size, digest):
+            lost.append(digest)
+            store.delete(organization.pk, digest)
+    if lost:
+        log.warning("org=%s: %d verified blob(s) had lost or wrong bytes, deleted and marked pending: %s",
+                    organization.slug, len(lost), ", ".join(lost[:5]))
+        _mark_lost(organization, lost)
+    return checked, lost
 
 
 def download_url(request, organization, digest):
@@ -276,9 +310,10 @@ def _confirm_s3(store, organization, digest, expected_size):
     return True
 
 
-def receive_upload(org_id, digest, stream, content_length, bound_size):
-    """Store the body of a built-in PUT: `content_length` bytes from `stream`, which
-    must hash to `digest` (and be `bound_size` bytes when the URL was bound to a size).
+def receive_upload(org_id, digest, body, content_length, bound_size):
+    """Store the body of a built-in PUT: `content_length` bytes from `body` (a reader
+    from blobs.body.open_body), which must hash to `digest` (and be `bound_size` bytes
+    when the URL was bound to a size).
     `content_length` None means an empty body. Returns the verified Blob. Raises
     UploadRejected (status, message) with nothing kept.
     Putting a blob that is already there verifies the new bytes and answers the same."""
@@ -295,21 +330,34 @@ def receive_upload(org_id, digest, stream, content_length, bound_size):
     store = get_store()
     if store.kind != "filesystem":
         raise UploadRejected(404, "this service stores blobs in S3; use the presigned URL")
-    size = store.receive(organization.pk, digest, stream, content_length)
+    size = store.receive(organization.pk, digest, body, content_length)
     return _mark_verified(organization, digest, size)
 
 
 def open_builtin_blob(org_id, digest):
     """(binary file open at 0, size) of a blob on the built-in storage, for serving.
-    Raises BlobNotFound when the bytes are not there (or blobs live in S3)."""
+    Raises BlobNotFound when the bytes are not there (or blobs live in S3), and when the
+    file is not the verified blob's size: after a power cut, a file written without
+    fsync can come back short, and is then never served but uploaded again."""
     store = get_store()
     if store.kind != "filesystem":
         raise BlobNotFound("this service stores blobs in S3; ask /magicache/layerDownloadURL again")
+    row = Blob.objects.filter(organization_id=org_id, digest=digest).values_list("state", "size").first()
+    if row is None or row[0] != BlobState.VERIFIED:
+        raise BlobNotFound(f"no blob {digest}")
     try:
         file = store.open(org_id, digest)
     except FileNotFoundError:
-        raise BlobNotFound(f"no blob {digest}") from None
-    return file, os.fstat(file.fileno()).st_size
+        file = None
+    size = os.fstat(file.fileno()).st_size if file is not None else None
+    if size != row[1]:
+        if file is not None:
+            file.close()
+        organization = Organization.objects.filter(pk=org_id).first()
+        if organization is not None:
+            _drop_lost_files(store, organization, {digest: row[1]})
+        raise BlobNotFound(f"no blob {digest}")
+    return file, size
 
 
 def delete_blob(organization, digest):

@@ -30,7 +30,8 @@ from django.core.files.storage import FileSystemStorage, storages
 # Large enough that per-call overhead (Python, the WSGI input stream) is noise next to
 # hashing and copying; small enough that a dozen concurrent uploads stay a few MB.
 CHUNK_SIZE = 1024 * 1024
-WRITE_QUEUE = 4
+# Buffers per upload: one being filled and hashed, the others queued for the writer.
+BUFFERS = 4
 # SigV4 presigned URLs cannot live longer than seven days.
 S3_MAX_LIFETIME = 7 * 24 * 3600
 
@@ -77,43 +78,63 @@ WRITEBACK_EVERY = 32 * 1024 * 1024
 
 
 class _Writer(threading.Thread):
-    """Writes chunks to a file descriptor on its own thread, so that writing one chunk
-    overlaps receiving and hashing the next (all three release the GIL). The queue is
-    short: an upload holds at most WRITE_QUEUE + 2 chunks in memory. After a write
-    error it keeps draining so the producer never blocks; `error` says what failed."""
+    """Writes filled buffers to a file descriptor on its own thread, so that writing one
+    overlaps receiving and hashing the next (all three release the GIL). An upload owns
+    BUFFERS buffers of CHUNK_SIZE: the receiving side takes a free one, fills it and
+    queues it; this thread writes it and hands it back. After a write error it keeps
+    recycling buffers so the producer never blocks; `error` says what failed."""
 
     def __init__(self, fd, early_writeback):
         super().__init__(daemon=True, name="blob-writer")
         self.fd = fd
         self.error = None
-        self.queue = queue.Queue(maxsize=WRITE_QUEUE)
+        self.filled = queue.Queue()
+        self.free = queue.Queue()
+        for _ in range(BUFFERS):
+            self.free.put(bytearray(CHUNK_SIZE))
         self.early_writeback = early_writeback and _start_writeback is not None
 
     def run(self):
         written = started = 0
-        while (chunk := self.queue.get()) is not None:
-            if self.error is not None:
-                continue
-            try:
-                view = memoryview(chunk)
-                while view:
-                    n = os.write(self.fd, view)
-                    view = view[n:]
-                    written += n
-            except OSError as exc:
-                self.error = exc
-                continue
-            if self.early_writeback and written - started >= WRITEBACK_EVERY:
-                _start_writeback(self.fd, started, written - started, SYNC_FILE_RANGE_WRITE)
-                started = written
+        while (item := self.filled.get()) is not None:
+            buffer, length = item
+            if self.error is None:
+                try:
+                    view = memoryview(buffer)[:length]
+                    while view:
+                        n = os.write(self.fd, view)
+                        view = view[n:]
+                        written += n
+                except OSError as exc:
+                    self.error = exc
+                if self.early_writeback and written - started >= WRITEBACK_EVERY:
+                    _start_writeback(self.fd, started, written - started, SYNC_FILE_RANGE_WRITE)
+                    started = written
+            self.free.put(buffer)
 
-    def put(self, chunk):
-        self.queue.put(chunk)
+    def take(self):
+        """A free buffer (waits while all of them are queued for writing)."""
+        return self.free.get()
+
+    def put(self, buffer, length):
+        self.filled.put((buffer, length))
 
     def finish(self):
         if self.is_alive():
-            self.queue.put(None)
+            self.filled.put(None)
             self.join()
+
+
+def _fill(body, buffer):
+    """Fill `buffer` from `body` (a reader with readinto); fewer bytes only at its end."""
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(view):
+        n = body.readinto(view[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
 
 
 class FileSystemBlobStore:
@@ -163,15 +184,29 @@ class FileSystemBlobStore:
                 found[digest] = None
         return found
 
+    def hash_file(self, org_id, digest):
+        """(size, 'sha256:<hex>') of the blob's bytes on disk, or None when absent."""
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with self.open(org_id, digest) as file:
+                while chunk := file.read(CHUNK_SIZE):
+                    hasher.update(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            return None
+        return size, "sha256:" + hasher.hexdigest()
+
     def open(self, org_id, digest):
         """The blob opened for binary reading; FileNotFoundError when absent."""
         return open(self.path(org_id, digest), "rb")
 
-    def receive(self, org_id, digest, stream, length):
-        """Store exactly `length` bytes read from `stream` as blob `digest`, only if they
-        hash to it. The bytes go to a temporary file in the final directory (same file
-        system, so the rename is atomic) and are renamed into place once verified;
-        readers see the whole blob or nothing. Raises UploadRejected, keeping nothing."""
+    def receive(self, org_id, digest, body, length):
+        """Store exactly `length` bytes read from `body` (a reader with readinto, see
+        blobs/body.py) as blob `digest`, only if they hash to it. The bytes go to a
+        temporary file in the final directory (same file system, so the rename is
+        atomic) and are renamed into place once verified; readers see the whole blob or
+        nothing. Raises UploadRejected, keeping nothing."""
         final = self.path(org_id, digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name[:16]}.", suffix=".part")
@@ -182,12 +217,14 @@ class FileSystemBlobStore:
             writer.start()
             try:
                 while received < length and writer.error is None:
-                    chunk = stream.read(min(CHUNK_SIZE, length - received))
-                    if not chunk:
+                    buffer = writer.take()
+                    n = _fill(body, memoryview(buffer)[: min(CHUNK_SIZE, length - received)])
+                    if not n:
+                        writer.free.put(buffer)
                         break
-                    hasher.update(chunk)
-                    writer.put(chunk)
-                    received += len(chunk)
+                    hasher.update(memoryview(buffer)[:n])
+                    writer.put(buffer, n)
+                    received += n
             finally:
                 writer.finish()
             if writer.error is not None:

@@ -8,6 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 
 from blobs import services, signing
+from blobs.body import open_body
 from blobs.ranges import blob_response
 from blobs.storage import UploadRejected
 from cacheweb.engine_api import EngineAPIView, ok
@@ -76,10 +77,14 @@ def _put(request, org_id, digest, bound_size):
     length = int(raw_length) if raw_length else None
     started = time.monotonic()
     try:
-        blob = services.receive_upload(org_id, digest, request, length, bound_size)
+        with open_body(request, length or 0) as body:
+            blob = services.receive_upload(org_id, digest, body, length, bound_size)
     except UploadRejected as exc:
         log.warning("blob PUT org=%s digest=%s refused status=%s: %s", org_id, digest, exc.status, exc.message)
         return _error(exc.status, exc.message)
     elapsed = time.monotonic() - started
-    log.info("blob PUT org=%s digest=%s size=%s duration_ms=%.1f", org_id, digest, blob.size, elapsed * 1000)
+    log.info(
+        "blob PUT org=%s digest=%s size=%s duration_ms=%.1f read=%s",
+        org_id, digest, blob.size, elapsed * 1000, body.kind,
+    )
     return JsonResponse({"Digest": blob.digest, "Size": blob.size}, status=200)

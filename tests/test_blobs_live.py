@@ -5,6 +5,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -14,6 +15,7 @@ import pytest
 from django.conf import settings
 
 from accounts.models import EngineToken, Organization
+from blobs import signing
 from blobs.models import Blob, BlobState
 from blobs.storage import FileSystemBlobStore
 from tests.blob_helpers import digest_of, random_blob, short_put
@@ -213,6 +215,64 @@ def test_body_cut_short_through_gunicorn_keeps_nothing(live_service, engine_org)
     # The service is fine afterwards, and the same URL still takes the whole blob.
     assert transfer_put(answer["URL"], data, len(data), {})[0] == 200
     assert final.read_bytes() == data
+
+
+def put_on(conn, url, data, headers=None):
+    parts = urllib.parse.urlsplit(url)
+    conn.request("PUT", f"{parts.path}?{parts.query}", body=data,
+                 headers={"Content-Length": str(len(data)), **(headers or {})})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def test_puts_on_one_kept_alive_connection_stay_in_step(live_service, engine_org):
+    """The PUT body is read straight from gunicorn's socket; whatever happens to a PUT,
+    the next request on the same connection must be read from where it starts."""
+    org, token = engine_org
+    engine = Engine(live_service, token)
+    data, digest = random_blob(3 * MIB + 5)
+    other, other_digest = random_blob(40_000)
+    url = engine.call("layerUploadURL", {"Digest": digest})[1]["URL"]
+    other_url = engine.call("layerUploadURL", {"Digest": other_digest})[1]["URL"]
+    # A URL bound to a size (as cache mount uploads are), sent a different length: refused
+    # before a byte of the body is read, so gunicorn drains it (it closes the connection
+    # instead when more than 64 KiB are left).
+    bound = signing.signed_query(org.pk, other_digest, signing.UPLOAD, 60, size=len(other) + 1)
+    bound_url = urllib.parse.urlsplit(other_url)._replace(query=urllib.parse.urlencode(bound)).geturl()
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60, blocksize=MIB)
+    assert put_on(conn, url, data)[0] == 200
+    status, body = put_on(conn, url, other)  # wrong bytes for this digest: read, then refused
+    assert status == 400 and b"does not hash" in body
+    status, body = put_on(conn, bound_url, other)
+    assert status == 400 and b"announced size" in body
+    assert put_on(conn, other_url, other)[0] == 200
+    conn.request("GET", "/healthz")
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())
+    conn.close()
+    assert builtin_store().path(org.pk, digest).read_bytes() == data
+    assert builtin_store().path(org.pk, other_digest).read_bytes() == other
+    # The PUTs took the socket path (not gunicorn's copying reader).
+    assert "read=socket" in live_service.output()
+
+
+def test_pipelined_request_behind_a_put_is_answered(live_service, engine_org):
+    org, token = engine_org
+    engine = Engine(live_service, token)
+    data, digest = random_blob(64 * 1024)
+    parts = urllib.parse.urlsplit(engine.call("layerUploadURL", {"Digest": digest})[1]["URL"])
+    put = (f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+           f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+    get = f"GET /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(put + get)  # both at once: gunicorn reads part of the GET with the PUT
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    first, _, second = reply.partition(b"HTTP/1.1 200")[2].partition(b"HTTP/1.1 ")
+    assert reply.startswith(b"HTTP/1.1 200") and second.startswith(b"200"), reply
+    assert builtin_store().path(org.pk, digest).read_bytes() == data
 
 
 @pytest.mark.slow
