@@ -19,3 +19,20 @@ sendfile = True
 # Load Django once in the master and fork: the workers share its pages instead of each
 # holding a copy (about 30 MB less per worker).
 preload_app = True
+
+
+def when_ready(server):
+    """In the master, once the application is loaded and before any worker is forked:
+    load what the first requests would otherwise load in each worker (URL patterns and
+    the views they import, the template engine), then move every object to the GC's
+    permanent generation. Workers then share those pages with the master; without the
+    freeze, each worker's first collection writes to all of them and copies them."""
+    import gc
+
+    from django.template import engines
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns
+    for engine in engines.all():
+        engine.get_template("base.html")
+    gc.freeze()

@@ -29,6 +29,19 @@ def descendants(pid):
     return found
 
 
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def test_bin_run_serves_config_to_a_go_shaped_request(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS and k != "DJANGO_SETTINGS_MODULE"}
@@ -59,6 +72,12 @@ def test_bin_run_serves_config_to_a_go_shaped_request(tmp_path):
                                           [b"{", b'"EngineID":"fresh-engine"}\n'])
         assert status == 200, body
         assert b'"ImportPeriod":' in body
+        started = descendants(proc.pid)
+        commands = [cmdline(pid) for pid in started]
+        assert any("gunicorn" in c for c in commands) and any("celery" in c for c in commands), commands
+        # bin/run became the supervisor, which holds no Django: a few MB, not 70.
+        assert "supervisor.py" in cmdline(proc.pid)
+        assert rss_mib(proc.pid) < 30
     finally:
         # Ctrl-C reaches the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
@@ -75,3 +94,32 @@ def test_bin_run_serves_config_to_a_go_shaped_request(tmp_path):
          "print(list(Engine.objects.values_list('engine_id', flat=True)))"],
         cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "cacheweb.settings"}, capture_output=True, text=True,
     ).stdout
+
+
+def test_when_one_role_dies_the_others_are_stopped(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
+    env.update(CACHEWEB_DATA_DIR=str(tmp_path / "data"), CACHEWEB_BIND=f"127.0.0.1:{port}",
+               DJANGO_SETTINGS_MODULE="cacheweb.settings")
+    python = str(ROOT / ".venv" / "bin" / "python")
+    subprocess.run([python, "manage.py", "bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)
+    proc = subprocess.Popen([python, "manage.py", "serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        web = []
+        while time.monotonic() < deadline and not web:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                web = [int(pid) for pid in f.read().split() if "gunicorn" in cmdline(int(pid))]
+            time.sleep(0.3)
+        assert web, "gunicorn did not start"
+        everything = descendants(proc.pid)
+        os.kill(web[0], signal.SIGKILL)  # the gunicorn master
+        assert proc.wait(timeout=60) != 0
+        output = proc.stdout.read().decode(errors="replace")
+        assert "web exited with status" in output
+        time.sleep(0.5)
+        assert [pid for pid in everything if os.path.exists(f"/proc/{pid}") and cmdline(pid)] == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
