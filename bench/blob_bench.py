@@ -7,14 +7,16 @@ client for every server, a few rounds each, side by side in one run:
 - cacheweb, started as `bin/run` starts it (manage.py bootstrap, then manage.py serve:
   gunicorn + Celery), embedded defaults in a temporary data dir: the engine asks
   /magicache/layerUploadURL, PUTs to the signed URL (streamed to disk while SHA-256 is
-  checked, fsynced, renamed), asks /magicache/layerDownloadURL and GETs (sendfile);
+  checked, renamed into place), asks /magicache/layerDownloadURL and GETs (sendfile);
+  and the same with CACHEWEB_BLOB_FSYNC=1 (each blob fsynced before the 200);
 - nginx (Debian's): `sendfile on`, WebDAV `PUT` for uploads, plain GET for downloads;
 - docker-registry (Debian's distribution 2.8): a monolithic blob upload
   (POST /v2/<name>/blobs/uploads/, then PUT ?digest=), pulled back with
   GET /v2/<name>/blobs/<digest>.
 
 It prints MB/s per server and direction, ratios to nginx and docker-registry, and the
-peak RSS of cacheweb's web processes (gunicorn master and workers) during transfers.
+peak memory of cacheweb's web processes (gunicorn master and workers) during transfers,
+as summed RSS and as PSS, and the PSS of everything `manage.py serve` runs.
 
     apt-get install -y nginx docker-registry curl
     .venv/bin/python bench/blob_bench.py [--size-mib 1024] [--rounds 3]
@@ -320,14 +322,14 @@ class Registry(Server):
         return curl(["-L", f"{self.url}/v2/bench/cache/blobs/{digest}"])
 
 
-def run_round(server, path, digest, size, sampler, results):
+def run_round(server, path, digest, size, samplers, results):
     for direction in ("upload", "download"):
-        if sampler is not None:
+        for sampler in samplers:
             sampler.__enter__()
         try:
             status, seconds = server.upload(path, digest) if direction == "upload" else server.download(digest)
         finally:
-            if sampler is not None:
+            for sampler in samplers:
                 sampler.__exit__()
         if status not in (200, 201, 204):
             raise RuntimeError(f"{server.name} {direction} answered {status}")
@@ -354,29 +356,33 @@ def main():
         memory = {}
         variants = [
             ("cacheweb", lambda: Cacheweb(work)),
-            ("cacheweb (fsync off)", lambda: Cacheweb(work / "nofsync", {"CACHEWEB_BLOB_FSYNC": "0"})),
+            ("cacheweb (fsync on)", lambda: Cacheweb(work / "fsync", {"CACHEWEB_BLOB_FSYNC": "1"})),
             ("nginx", lambda: Nginx(work)),
             ("docker-registry", lambda: Registry(work)),
         ]
-        (work / "nofsync").mkdir()
+        (work / "fsync").mkdir()
         samplers = {}
         for name, start in variants:
             server = start()
             servers.append((name, server))
             server.prepare(digest)
             if isinstance(server, Cacheweb):
-                samplers[name] = RssSampler(server.web_pid())
-                samplers[name].sample()
-                memory[name] = {"before_mb": samplers[name].peak / 1e6}
+                # The web tier moves the bytes; the whole service adds Celery's processes.
+                samplers[name] = [RssSampler(server.web_pid()), RssSampler(server.proc.pid)]
+                for sampler in samplers[name]:
+                    sampler.sample()
+                memory[name] = {"before_mb": samplers[name][0].peak / 1e6,
+                                "service_before_pss_mb": samplers[name][1].peak_pss / 1e6}
         runs = {name: {"upload": [], "download": []} for name, _ in variants}
         # Round-robin, so that every server sees the same background (disk writeback,
         # other processes) within a round; medians over rounds.
         for _ in range(args.rounds):
             for name, server in servers:
-                run_round(server, blob, digest, size, samplers.get(name), runs[name])
-        for name, sampler in samplers.items():
-            memory[name].update(peak_total_mb=sampler.peak / 1e6, peak_pss_mb=sampler.peak_pss / 1e6,
-                                peak_process_mb=sampler.peak_single / 1e6)
+                run_round(server, blob, digest, size, samplers.get(name, []), runs[name])
+        for name, (web, service) in samplers.items():
+            memory[name].update(peak_total_mb=web.peak / 1e6, peak_pss_mb=web.peak_pss / 1e6,
+                                peak_process_mb=web.peak_single / 1e6,
+                                service_peak_pss_mb=service.peak_pss / 1e6)
         results = {name: {d: statistics.median(v) for d, v in r.items()} | {"all": r} for name, r in runs.items()}
     finally:
         for _, server in servers:
@@ -387,7 +393,7 @@ def main():
     report = {"size_bytes": size, "rounds": args.rounds, "cpus": os.cpu_count(), "mb_per_s": results,
               "cacheweb_web_memory": memory}
     ratios = {}
-    for name in ("cacheweb", "cacheweb (fsync off)"):
+    for name in ("cacheweb", "cacheweb (fsync on)"):
         for direction in ("upload", "download"):
             ours = results[name][direction]
             ratios[f"{name} {direction}"] = {
@@ -409,7 +415,8 @@ def main():
     for name, m in memory.items():
         print(f"{name}: gunicorn RSS before {m['before_mb']:.0f} MB; peak during transfers "
               f"{m['peak_total_mb']:.0f} MB RSS / {m['peak_pss_mb']:.0f} MB PSS (master + workers), "
-              f"{m['peak_process_mb']:.0f} MB (one process)")
+              f"{m['peak_process_mb']:.0f} MB (one process); whole service (web, Celery worker and "
+              f"scheduler) {m['service_before_pss_mb']:.0f} MB PSS before, {m['service_peak_pss_mb']:.0f} MB peak")
 
 
 if __name__ == "__main__":
