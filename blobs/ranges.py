@@ -71,8 +71,12 @@ class _Window:
         self._file.close()
 
 
-def blob_response(file, size, range_header, method, etag):
-    """The response to GET or HEAD of an open blob file of `size` bytes."""
+def blob_response(file, size, range_header, method, etag, if_range=None):
+    """The response to GET or HEAD of an open blob file of `size` bytes. With If-Range,
+    the Range is honoured only when it names this ETag (a blob has no Last-Modified,
+    so a date never matches): a client resuming another object gets all of this one."""
+    if if_range is not None and if_range.strip() != etag:
+        range_header = None
     try:
         window = parse_range(range_header, size)
     except Unsatisfiable:

@@ -3,12 +3,15 @@
 A URL is good for one organization, one digest, one method (GET, which also allows
 HEAD, or PUT), until its expiry, and for PUT optionally one announced size. The key is
 derived from SECRET_KEY with a salt of its own, so a leaked URL signature says nothing
-about sessions or other signed values.
+about sessions or other signed values. URLs signed with a key listed in
+SECRET_KEY_FALLBACKS stay valid until they expire, so a key can be rotated without
+failing the transfers engines are in the middle of.
 """
 
 import re
 import time
 
+from django.conf import settings
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 SALT = "cacheweb.blobs.url.v1"
@@ -24,8 +27,9 @@ def _message(org_id, digest, method, expires, size):
     return f"{org_id}\n{digest}\n{method}\n{expires}\n{'' if size is None else size}"
 
 
-def sign(org_id, digest, method, expires, size=None):
-    return salted_hmac(SALT, _message(org_id, digest, method, expires, size), algorithm="sha256").hexdigest()
+def sign(org_id, digest, method, expires, size=None, secret=None):
+    message = _message(org_id, digest, method, expires, size)
+    return salted_hmac(SALT, message, secret=secret, algorithm="sha256").hexdigest()
 
 
 def signed_query(org_id, digest, method, lifetime, size=None, now=None):
@@ -57,8 +61,11 @@ def verify(org_id, digest, method, query, now=None):
     size = int(raw_size) if raw_size is not None else None
     # HEAD reads what GET reads; a download URL serves both.
     signed_method = DOWNLOAD if method in ("GET", "HEAD") else method
-    expected = sign(org_id, digest, signed_method, expires, size)
-    if not constant_time_compare(expected, signature):
+    keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    if not any(
+        constant_time_compare(sign(org_id, digest, signed_method, expires, size, secret=key), signature)
+        for key in keys
+    ):
         raise SignatureError("blob URL signature does not match this organization, digest and method")
     if (now if now is not None else time.time()) > expires:
         raise SignatureError("blob URL has expired")

@@ -67,7 +67,9 @@ def blob_data(request, org_id, digest):
         file, size = services.open_builtin_blob(org_id, digest)
     except services.BlobNotFound as exc:
         return _error(404, str(exc))
-    return blob_response(file, size, request.headers.get("Range"), request.method, f'"{digest}"')
+    return blob_response(
+        file, size, request.headers.get("Range"), request.method, f'"{digest}"', request.headers.get("If-Range")
+    )
 
 
 def _put(request, org_id, digest, bound_size):

@@ -222,6 +222,26 @@ def test_builtin_url_with_changed_expiry_or_size_is_refused(client, transport, o
     assert not services.has_verified_blob(org, digest)
 
 
+def test_urls_signed_with_a_rotated_out_key_stay_valid_while_it_is_a_fallback(
+    client, transport, org, token, settings, builtin
+):
+    data, digest = random_blob()
+    url = upload_url(client, token, digest).json()["URL"]
+    old_key = settings.SECRET_KEY
+    settings.SECRET_KEY = "a-new-key-" + "x" * 50
+    assert transport.put(url, data).status == 403  # the old key is simply gone
+    assert not services.has_verified_blob(org, digest)
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    assert transport.put(url, data).status == 200
+    # New URLs are signed with the new key only.
+    get_url = download_url(client, token, digest).json()["URL"]
+    settings.SECRET_KEY_FALLBACKS = []
+    assert transport.get(get_url).body == data
+    settings.SECRET_KEY = old_key
+    settings.SECRET_KEY_FALLBACKS = ["a-new-key-" + "x" * 50]
+    assert transport.get(get_url).body == data
+
+
 def test_expired_url_is_refused(storage, client, transport, org, token, settings):
     data, digest = random_blob()
     past = timezone.now() - timedelta(seconds=settings.BLOB_URL_LIFETIME + 120)
@@ -574,6 +594,18 @@ def test_ranges_we_do_not_serve_as_206_get_the_whole_blob(client, transport, org
     url = download_url(client, token, digest).json()["URL"]
     reply = transport.get(url, {"Range": header})
     assert (reply.status, reply.body) == (200, data)
+
+
+def test_if_range_honours_the_range_only_for_this_blob(client, transport, org, token, builtin):
+    data, digest = random_blob(1000)
+    put_blob(client, transport, token, data)
+    url = download_url(client, token, digest).json()["URL"]
+    reply = transport.get(url, {"Range": "bytes=100-", "If-Range": f'"{digest}"'})
+    assert (reply.status, reply.body) == (206, data[100:])
+    assert reply.headers["etag"] == f'"{digest}"'
+    for other in ('"sha256:' + "0" * 64 + '"', "Wed, 21 Oct 2015 07:28:00 GMT"):
+        reply = transport.get(url, {"Range": "bytes=100-", "If-Range": other})
+        assert (reply.status, reply.body) == (200, data)
 
 
 def test_disk_write_failure_is_a_507_and_keeps_nothing(client, transport, org, token, builtin, monkeypatch):
