@@ -42,6 +42,9 @@ def _secret_key():
 
 
 SECRET_KEY = _secret_key()
+# Rotating the key: put the old one here for as long as what it signed should stay valid
+# (sessions, blob URLs already handed to engines: CACHEWEB_BLOB_URL_LIFETIME).
+SECRET_KEY_FALLBACKS = env_list("CACHEWEB_SECRET_KEY_FALLBACKS", [])
 DEBUG = env_bool("CACHEWEB_DEBUG", False)
 ALLOWED_HOSTS = env_list("CACHEWEB_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CACHEWEB_CSRF_TRUSTED_ORIGINS", [])
@@ -250,11 +253,11 @@ LOGGING = {
 # ---- settings added by the feature apps go below, one section per app ----
 
 # blobs
-# Built-in storage: fsync each uploaded blob before answering 200. Off by default, as in
-# nginx and the registry: forcing every blob to disk caps uploads at the disk's write
-# speed. A blob that a power cut brings back short or missing is caught by its size
-# (blobs.services) and uploaded again; `manage.py verifyblobs` re-hashes after a crash.
-BLOB_FSYNC = env_bool("CACHEWEB_BLOB_FSYNC", False)
+# Built-in storage: fsync each uploaded blob (and its directory) before answering 200,
+# because /layers trusts a verified blob at once. Off, uploads skip waiting for the disk;
+# a blob a power cut then brings back short or missing is caught by its size
+# (blobs.services) and uploaded again, and `manage.py verifyblobs` re-hashes.
+BLOB_FSYNC = env_bool("CACHEWEB_BLOB_FSYNC", True)
 # Blob use counts (download URLs issued) are written at most this often per blob.
 BLOB_USE_WRITE_INTERVAL = env_int("CACHEWEB_BLOB_USE_WRITE_INTERVAL", 60, minimum=0)
 
