@@ -15,3 +15,15 @@ app.conf.beat_schedule = {
     # Upload temp files left by workers killed mid-upload.
     "blobs-sweep-partial": {"task": "blobs.tasks.sweep_partial_uploads", "schedule": 3600.0},
 }
+
+
+@app.on_after_configure.connect
+def _schedule_from_settings(sender, **kwargs):
+    # Garbage collection and eviction (retention.services), every CACHEWEB_GC_INTERVAL.
+    # Added once Celery has loaded its configuration rather than in the dict above: that
+    # runs while the cacheweb package (settings.py's own package) is still importing.
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        float(settings.GC_INTERVAL), sender.signature("retention.collect_garbage"), name="retention-gc"
+    )

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "blobs",
     "records",
     "mounts",
+    "retention",
 ]
 
 MIDDLEWARE = [
@@ -288,3 +289,17 @@ EXPORT_RECORDS_MAX = env_int("CACHEWEB_EXPORT_RECORDS_MAX", 500, minimum=1)
 # A record asked for and not delivered (the engine skips pruned refs silently) is not
 # asked for again before this many seconds.
 EXPORT_RETRY_AFTER = env_int("CACHEWEB_EXPORT_RETRY_AFTER", 3600, minimum=0)
+
+# retention
+# Seconds between storage lifecycle passes (Celery beat); `manage.py gc` runs one now.
+GC_INTERVAL = env_int("CACHEWEB_GC_INTERVAL", 3600, minimum=60)
+# Seconds an unreferenced blob, a released mount snapshot or a failed upload is kept.
+# Never less than BLOB_URL_LIFETIME plus the organization's export timeout: an engine
+# uploads layer blobs on URLs valid that long and references them in /layers only
+# afterwards. 0 (the default) means exactly that least value.
+GC_GRACE = env_int("CACHEWEB_GC_GRACE", 0, minimum=0)
+# Eviction, off at 0. Days after which a verified blob not used since (download URLs
+# issued; verified_at when never used) is deleted.
+EVICT_UNUSED_AFTER = env_int("CACHEWEB_EVICT_UNUSED_AFTER", 0, minimum=0)
+# Bytes of verified blobs an organization may hold; above it the least recently used go.
+ORG_STORAGE_LIMIT = env_int("CACHEWEB_ORG_STORAGE_LIMIT", 0, minimum=0)

@@ -1,0 +1,329 @@
+"""Storage lifecycle: garbage collection (always on) and eviction (off unless configured).
+
+    collect_garbage(organization=None, dry_run=False) -> [Report]   every organization, or one
+    collect_organization(organization, dry_run=False) -> Report
+    grace(organization) -> timedelta
+
+One pass over an organization, in this order:
+
+1. mount snapshots released, or failed, longer than the grace ago: their rows go;
+2. pending exports asked for long ago: their rows go;
+3. blobs nothing references any more (no layer of the organization, no snapshot that is
+   neither released nor failed) and that were not created, verified or used within the
+   grace: bytes first, then the row (blobs.services.delete_blob);
+4. eviction, when configured: verified blobs unused for CACHEWEB_EVICT_UNUSED_AFTER days,
+   then the least recently used ones while the organization holds more than
+   CACHEWEB_ORG_STORAGE_LIMIT bytes.
+
+The grace protects work in flight: an engine uploads a layer's blob first and posts the
+/layers that references it afterwards, within its export timeout, on a URL valid for
+CACHEWEB_BLOB_URL_LIFETIME; a mount snapshot's blob is pending until it is confirmed.
+
+Rows are read in batches and every deletion commits on its own, so an organization with
+tens of thousands of blobs neither sits in memory nor holds one long transaction.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import Organization
+from blobs.models import Blob, BlobState
+from blobs.services import delete_blob, flush_uses
+from blobs.storage import StoreUnavailable
+from mounts.models import MountSnapshot, SnapshotState
+from records.models import Layer, PendingExport
+from records.services import blobs_lost
+
+log = logging.getLogger("cacheweb.retention")
+
+# Rows per query. Small enough for SQLite's limit on query parameters (digest IN (...)).
+BATCH = 500
+# An object store that failed this many deletions in a row is taken to be down: the rest
+# of the organization's blobs wait for the next pass instead of each waiting for a timeout.
+STORE_FAILURES_TO_GIVE_UP = 10
+
+RELEASED_SNAPSHOTS = "released_snapshots"
+FAILED_SNAPSHOTS = "failed_snapshots"
+PENDING_EXPORTS = "pending_exports"
+UNREFERENCED_BLOBS = "unreferenced_blobs"
+UNUSED_BLOBS = "unused_blobs"
+OVER_LIMIT_BLOBS = "over_limit_blobs"
+KINDS = {
+    RELEASED_SNAPSHOTS: "released snapshots",
+    FAILED_SNAPSHOTS: "failed snapshots",
+    PENDING_EXPORTS: "pending exports",
+    UNREFERENCED_BLOBS: "unreferenced blobs",
+    UNUSED_BLOBS: "unused blobs (evicted)",
+    OVER_LIMIT_BLOBS: "blobs over the storage limit (evicted)",
+}
+BLOB_KINDS = (UNREFERENCED_BLOBS, UNUSED_BLOBS, OVER_LIMIT_BLOBS)
+
+
+@dataclass
+class Report:
+    """What one pass deleted (or, dry, would delete) in one organization."""
+
+    organization: str
+    dry_run: bool = False
+    grace: timedelta = timedelta(0)
+    counts: dict = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    bytes: dict = field(default_factory=lambda: dict.fromkeys(BLOB_KINDS, 0))
+    # Blobs the store failed to delete: row and bytes both kept for the next pass.
+    kept: int = 0
+    error: str = ""
+
+    def add(self, kind, size=0):
+        self.counts[kind] += 1
+        if kind in self.bytes:
+            self.bytes[kind] += size or 0
+
+    @property
+    def freed_bytes(self):
+        return sum(self.bytes.values())
+
+    def summary(self):
+        parts = [f"{kind}={count}" for kind, count in self.counts.items()]
+        parts += [f"{kind}_bytes={size}" for kind, size in self.bytes.items()]
+        parts.append(f"kept_after_store_errors={self.kept}")
+        return f"gc org={self.organization} dry_run={self.dry_run} " + " ".join(parts)
+
+
+def grace(organization):
+    """How long unreferenced blobs, released snapshots and failed uploads are kept: at
+    least BLOB_URL_LIFETIME plus the organization's export timeout, longer if GC_GRACE
+    says so. Shorter would delete blobs uploaded for a /layers still to come."""
+    least = settings.BLOB_URL_LIFETIME + organization.export_timeout
+    return timedelta(seconds=max(settings.GC_GRACE, least))
+
+
+def collect_garbage(organization=None, dry_run=False):
+    """One pass over `organization`, or over every organization. A failure in one
+    organization is logged and reported, and the others are still collected."""
+    # Buffered use counts of this process (blobs.services.record_use) must be in the rows
+    # before eviction reads them.
+    flush_uses()
+    organizations = [organization] if organization is not None else Organization.objects.order_by("slug")
+    reports = []
+    for org in organizations:
+        try:
+            reports.append(collect_organization(org, dry_run=dry_run))
+        except Exception as exc:
+            log.exception("gc org=%s failed", org.slug)
+            reports.append(Report(org.slug, dry_run=dry_run, error=f"{type(exc).__name__}: {exc}"))
+    return reports
+
+
+def collect_organization(organization, dry_run=False):
+    now = timezone.now()
+    report = Report(organization.slug, dry_run=dry_run, grace=grace(organization))
+    cutoff = now - report.grace
+    _delete_snapshots(organization, cutoff, report, dry_run)
+    _delete_pending_exports(organization, now, report, dry_run)
+    deleter = _BlobDeleter(organization, report)
+    collected_verified = _collect_blobs(organization, cutoff, deleter, report, dry_run)
+    _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified)
+    log.info(report.summary())
+    return report
+
+
+# ---- rows ------------------------------------------------------------------------------
+
+
+def _delete_rows(queryset, kind, report, dry_run):
+    if dry_run:
+        report.counts[kind] += queryset.count()
+        return
+    model = queryset.model
+    while pks := list(queryset.order_by("pk").values_list("pk", flat=True)[:BATCH]):
+        _, by_model = model.objects.filter(pk__in=pks).delete()
+        report.counts[kind] += by_model.get(model._meta.label, 0)
+
+
+def _delete_snapshots(organization, cutoff, report, dry_run):
+    snapshots = MountSnapshot.objects.filter(mount__organization=organization)
+    _delete_rows(snapshots.filter(released_at__lt=cutoff), RELEASED_SNAPSHOTS, report, dry_run)
+    failed = snapshots.filter(state=SnapshotState.FAILED, released_at__isnull=True).filter(
+        Q(failed_at__lt=cutoff) | Q(failed_at__isnull=True, created_at__lt=cutoff)
+    )
+    _delete_rows(failed, FAILED_SNAPSHOTS, report, dry_run)
+
+
+def _delete_pending_exports(organization, now, report, dry_run):
+    # Twice the back-off: a record asked for again after EXPORT_RETRY_AFTER has its row
+    # refreshed, so an older row belongs to a ref the engine gave up on. Never less than
+    # the export timeout, since the row carries what the engine said about the result
+    # until /layers delivers it.
+    kept = max(2 * settings.EXPORT_RETRY_AFTER, organization.export_timeout)
+    stale = PendingExport.objects.filter(
+        record__organization=organization, asked_at__lt=now - timedelta(seconds=kept)
+    )
+    _delete_rows(stale, PENDING_EXPORTS, report, dry_run)
+
+
+# ---- blobs -----------------------------------------------------------------------------
+
+
+class _BlobDeleter:
+    """Deletes one blob at a time with delete_blob (bytes first, then the row): a row is
+    never left promising bytes that are gone. Bytes already gone are no error."""
+
+    def __init__(self, organization, report):
+        self.organization = organization
+        self.report = report
+        self.failures_in_a_row = 0
+
+    @property
+    def gave_up(self):
+        return self.failures_in_a_row >= STORE_FAILURES_TO_GIVE_UP
+
+    def delete(self, digest):
+        if self.gave_up:
+            return False
+        try:
+            delete_blob(self.organization, digest)
+        except (StoreUnavailable, OSError) as exc:
+            self.failures_in_a_row += 1
+            self.report.kept += 1
+            log.warning("gc org=%s: could not delete blob %s, kept for the next pass: %s",
+                        self.organization.slug, digest, exc)
+            if self.gave_up:
+                log.warning("gc org=%s: %d deletions failed in a row; the store looks down, "
+                            "leaving the other blobs for the next pass", self.organization.slug,
+                            self.failures_in_a_row)
+            return False
+        self.failures_in_a_row = 0
+        return True
+
+
+def _blobs(organization, cutoff):
+    """The organization's blobs, each annotated with `in_layer` (a layer of the
+    organization names its digest) and `settled` (nothing created, verified or used it
+    since `cutoff`)."""
+    settled = Q(created_at__lt=cutoff)
+    settled &= Q(verified_at__isnull=True) | Q(verified_at__lt=cutoff)
+    settled &= Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff)
+    return Blob.objects.filter(organization=organization).annotate(
+        in_layer=Exists(Layer.objects.filter(organization=OuterRef("organization"), digest=OuterRef("digest"))),
+        settled=ExpressionWrapper(settled, output_field=BooleanField()),
+    )
+
+
+def _needed_by_snapshots(organization, digests):
+    """Those of `digests` that a snapshot still needs. The rule of
+    mounts.services.referenced_digests (not released, not failed), asked per batch so
+    that it is read right before the deletions it guards."""
+    return set(
+        MountSnapshot.objects.filter(mount__organization=organization, digest__in=digests, released_at__isnull=True)
+        .exclude(state=SnapshotState.FAILED)
+        .values_list("digest", flat=True)
+    )
+
+
+def _collect_blobs(organization, cutoff, deleter, report, dry_run):
+    """Delete the unreferenced, settled blobs. Returns the bytes of the verified ones
+    among them (a dry run's eviction must not count them a second time)."""
+    candidates = _blobs(organization, cutoff).filter(in_layer=False, settled=True)
+    verified_bytes = 0
+    last_pk = 0
+    while not deleter.gave_up:
+        batch = list(
+            candidates.filter(pk__gt=last_pk).order_by("pk").values_list("pk", "digest", "size", "state")[:BATCH]
+        )
+        if not batch:
+            break
+        last_pk = batch[-1][0]
+        needed = _needed_by_snapshots(organization, [digest for _, digest, _, _ in batch])
+        for _, digest, size, state in batch:
+            if digest in needed:
+                continue
+            if dry_run or deleter.delete(digest):
+                report.add(UNREFERENCED_BLOBS, size)
+                if state == BlobState.VERIFIED:
+                    verified_bytes += size or 0
+    return verified_bytes
+
+
+def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified):
+    """Evict verified blobs in least-recently-used order: those unused since before
+    EVICT_UNUSED_AFTER days, then more while the organization is above ORG_STORAGE_LIMIT."""
+    limit = settings.ORG_STORAGE_LIMIT
+    unused_before = now - timedelta(days=settings.EVICT_UNUSED_AFTER) if settings.EVICT_UNUSED_AFTER else None
+    if not limit and unused_before is None:
+        return
+    total = Blob.objects.filter(organization=organization, state=BlobState.VERIFIED).aggregate(
+        total=Sum("size")
+    )["total"] or 0
+    if dry_run:
+        total -= collected_verified
+    verified = (
+        _blobs(organization, cutoff)
+        .filter(state=BlobState.VERIFIED)
+        .annotate(last_use=Coalesce("last_used_at", "verified_at", "created_at"))
+        .order_by("last_use", "pk")
+    )
+    cursor = None
+    while not deleter.gave_up:
+        page = verified
+        if cursor is not None:
+            page = page.filter(Q(last_use__gt=cursor[0]) | Q(last_use=cursor[0], pk__gt=cursor[1]))
+        batch = list(page.values_list("pk", "digest", "size", "last_use", "in_layer", "settled")[:BATCH])
+        if not batch:
+            return
+        needed = _needed_by_snapshots(organization, [row[1] for row in batch]) if dry_run else set()
+        plan = []
+        planned_total = total
+        reached_enough = False
+        for pk, digest, size, last_use, in_layer, settled in batch:
+            size = size or 0
+            if dry_run and settled and not in_layer and digest not in needed:
+                # Already counted as unreferenced: the real pass deletes it before this point.
+                cursor = (last_use, pk)
+                continue
+            if unused_before is not None and last_use < unused_before:
+                kind = UNUSED_BLOBS
+            elif limit and planned_total > limit:
+                kind = OVER_LIMIT_BLOBS
+            else:
+                reached_enough = True
+                break
+            cursor = (last_use, pk)
+            plan.append((digest, size, kind))
+            planned_total -= size
+        total -= _carry_out(organization, plan, deleter, report, dry_run, now)
+        # A deletion the store refused leaves the organization above its limit: go on
+        # from the first blob not evicted.
+        if reached_enough and not (limit and total > limit):
+            return
+
+
+def _carry_out(organization, plan, deleter, report, dry_run, now):
+    """Evict the planned blobs; returns the bytes freed."""
+    if not plan:
+        return 0
+    if dry_run:
+        for digest, size, kind in plan:
+            report.add(kind, size)
+        return sum(size for _, size, _ in plan)
+    digests = [digest for digest, _, _ in plan]
+    # Results using these blobs are marked incomplete before the bytes go, once for the
+    # whole batch: /import stops naming them, /records asks for them again, and the
+    # import is rebuilt once per batch rather than once per blob (deleting each row then
+    # finds nothing left to mark).
+    blobs_lost(organization, digests)
+    # A live snapshot whose blob is evicted cannot be restored any more: releasing it lets
+    # the mount fall back to an older snapshot, and the next engine upload it again.
+    MountSnapshot.objects.filter(
+        mount__organization=organization, digest__in=digests, state=SnapshotState.VERIFIED, released_at__isnull=True
+    ).update(released_at=now)
+    freed = 0
+    for digest, size, kind in plan:
+        if deleter.delete(digest):
+            report.add(kind, size)
+            freed += size
+    return freed
