@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts.models import Engine
 from blobs import contents
 from blobs import services as blobs
+from blobs.models import Blob
 from mounts.models import (
     MAX_NAME_LENGTH,
     SNAPSHOT_MEDIA_TYPE,
@@ -32,6 +33,7 @@ from mounts.models import (
     SkipReason,
     SnapshotState,
 )
+from records.models import Layer
 
 log = logging.getLogger("cacheweb.mounts")
 
@@ -350,6 +352,32 @@ def organization_mount_bytes(organization):
     """Bytes held by all live snapshots of the organization (current and retained)."""
     live = MountSnapshot.objects.live().filter(mount__organization=organization)
     return live.aggregate(total=Sum("size"))["total"] or 0
+
+
+def evict_mount(mount):
+    """Delete every snapshot of `mount`, then the blobs they held that nothing else needs:
+    no unreleased snapshot of another mount of the organization and no layer of its cache
+    graph. The mount itself stays (its switch and limit are settings; engines upload it
+    again at their next sync). Returns (snapshots deleted, {digest: size} of blobs deleted).
+    """
+    organization = mount.organization
+    with transaction.atomic():
+        digests = set(mount.snapshots.values_list("digest", flat=True))
+        deleted, _ = mount.snapshots.all().delete()
+    # Decided after the snapshots are gone, so that they no longer count as holders.
+    still_needed = referenced_digests(organization)
+    still_needed.update(
+        Layer.objects.filter(organization=organization, digest__in=digests).values_list("digest", flat=True)
+    )
+    unneeded = Blob.objects.filter(organization=organization, digest__in=digests - still_needed)
+    freed = dict(unneeded.values_list("digest", "size"))
+    for digest in sorted(freed):
+        blobs.delete_blob(organization, digest)
+    log.info(
+        "mount evicted org=%s mount=%r snapshots=%d blobs=%d",
+        organization.slug, mount.name, deleted, len(freed),
+    )
+    return deleted, freed
 
 
 # ---- confirming uploads ---------------------------------------------------------------
