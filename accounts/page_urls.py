@@ -1,6 +1,7 @@
 from django.urls import path
 
 from accounts import pages
+from dashboard import pages as cache_pages
 
 urlpatterns = [
     path("", pages.home, name="home"),
@@ -8,4 +9,10 @@ urlpatterns = [
     path("orgs/<slug:slug>/tokens/", pages.tokens, name="tokens"),
     path("orgs/<slug:slug>/tokens/<int:pk>/revoke", pages.revoke_token, name="revoke-token"),
     path("orgs/<slug:slug>/engines/", pages.engines, name="engines"),
+    path("orgs/<slug:slug>/cache/", cache_pages.overview, name="cache"),
+    path("orgs/<slug:slug>/cache/blobs/", cache_pages.blobs, name="cache-blobs"),
+    path("orgs/<slug:slug>/cache/blobs/<str:digest>/evict", cache_pages.evict_blob, name="cache-blob-evict"),
+    path("orgs/<slug:slug>/cache/mounts/", cache_pages.mounts, name="cache-mounts"),
+    path("orgs/<slug:slug>/cache/mounts/<int:pk>/", cache_pages.mount, name="cache-mount"),
+    path("orgs/<slug:slug>/cache/mounts/<int:pk>/evict", cache_pages.evict_mount, name="cache-mount-evict"),
 ]
