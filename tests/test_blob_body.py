@@ -19,7 +19,9 @@ def gunicorn_request(payload, length, already_buffered=b""):
     `already_buffered` read past the headers into the unreader. Returns (request, Body,
     unreader, client socket)."""
     server, client = socket.socketpair()
-    threading.Thread(target=client.sendall, args=(payload,), daemon=True).start()
+    if payload:
+        # From another thread: the payload can be larger than the socket buffers.
+        threading.Thread(target=client.sendall, args=(payload,), daemon=True).start()
     unreader = SocketUnreader(server)
     unreader.unread(already_buffered)
     body = Body(LengthReader(unreader, length))
