@@ -4,7 +4,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
 from accounts.models import Engine
 from blobs.models import Blob
@@ -12,11 +11,10 @@ from blobs.storage import get_store
 from dashboard import queries
 from mounts import services as mount_services
 from mounts.models import CacheMount, MountSnapshot, MountSwitch, SkipReason
-from records.models import Layer, Record, Result, ResultLayer
-from tests.buildkit_oracle import MEDIA_TYPE, descriptor, get_import, key, post_layers, post_records, result, root_key, sha, store_blob
+from records.models import Record, Result
+from tests.buildkit_oracle import descriptor, get_import, key, post_layers, post_records, result, root_key, sha, store_blob
+from tests.cache_rows import NOW, a_blob, a_layer, a_snapshot
 from tests.support import engine_request
-
-NOW = timezone.now()
 
 
 @pytest.fixture(autouse=True)
@@ -29,37 +27,6 @@ def builtin(settings, tmp_path):
             "OPTIONS": {"location": tmp_path / "blobs"},
         },
     }
-
-
-def a_blob(org, name, size, uses=0, last_used=None, verified_days_ago=1, state="verified"):
-    digest = sha(name)
-    store_blob(org, digest, size, state=state)
-    Blob.objects.filter(organization=org, digest=digest).update(
-        use_count=uses,
-        last_used_at=last_used,
-        verified_at=NOW - timedelta(days=verified_days_ago) if state == "verified" else None,
-    )
-    return digest
-
-
-def a_layer(org, digest, size, results=1, engine=None):
-    """A layer of the graph and `results` results whose one-layer chain is it."""
-    layer = Layer.objects.create(organization=org, digest=digest, media_type=MEDIA_TYPE, size=size, diff_id=sha("d" + digest))
-    for i in range(results):
-        record = Record.objects.create(
-            organization=org, identity=sha(f"identity {digest} {i}"), digest=sha(f"record {digest} {i}"), has_result=True
-        )
-        chain = Result.objects.create(record=record, chain=sha(f"chain {digest}"), created_at=NOW, engine=engine)
-        ResultLayer.objects.create(result=chain, position=0, layer=layer)
-    return layer
-
-
-def a_snapshot(mount, digest, size, released=False, minutes_ago=0, **fields):
-    verified_at = NOW - timedelta(minutes=minutes_ago)
-    return MountSnapshot.objects.create(
-        mount=mount, digest=digest, size=size, state="verified", verified_at=verified_at, created_at=verified_at,
-        released_at=NOW if released else None, **fields,
-    )
 
 
 def blob_file(org, digest):
