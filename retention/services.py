@@ -314,7 +314,8 @@ def _carry_out(organization, plan, deleter, report, dry_run, now):
     # Results using these blobs are marked incomplete before the bytes go, once for the
     # whole batch: /import stops naming them, /records asks for them again, and the
     # import is rebuilt once per batch rather than once per blob (deleting each row then
-    # finds nothing left to mark).
+    # finds nothing left to mark). A blob the store then fails to delete is only exported
+    # again: the chain delivered anew is complete again.
     blobs_lost(organization, digests)
     # A live snapshot whose blob is evicted cannot be restored any more: releasing it lets
     # the mount fall back to an older snapshot, and the next engine upload it again.
