@@ -23,7 +23,7 @@ def static_files(transactional_db):
 
 
 @pytest.fixture
-def cache(org):
+def cache_contents(org):
     """A layer used by two results of one engine, a mount's snapshot, and a loose blob."""
     engine = Engine.objects.create(organization=org, engine_id="ci-builder-1")
     layer = a_blob(org, "browser layer", 5 * 1024 * 1024, uses=12)
@@ -40,8 +40,8 @@ def blob_file(org, digest):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_maintainer_sees_the_cache_and_evicts_a_blob(static_files, live_service, operators, org, cache, tmp_path):
-    layer = cache["layer"]
+def test_maintainer_sees_the_cache_and_evicts_a_blob(static_files, live_service, operators, org, cache_contents, tmp_path):
+    layer = cache_contents["layer"]
     assert blob_file(org, layer).exists()
     with browser_page() as page:
         log_in(page, live_service.url, "maya", "pw-maya-123")
@@ -67,7 +67,7 @@ def test_maintainer_sees_the_cache_and_evicts_a_blob(static_files, live_service,
         page.wait_for_url(f"{live_service.url}/orgs/acme/cache/blobs/")
         assert page.is_visible(f"text=Evicted {layer[:19]}")
         assert page.locator(f"tr[data-digest='{layer}']").count() == 0
-        assert page.locator(f"tr[data-digest='{cache['loose']}']").count() == 1
+        assert page.locator(f"tr[data-digest='{cache_contents['loose']}']").count() == 1
 
         # The mount's page shows its current snapshot.
         page.click("nav.subnav >> text=Mounts")
@@ -81,13 +81,13 @@ def test_maintainer_sees_the_cache_and_evicts_a_blob(static_files, live_service,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_viewer_sees_the_cache_but_no_evict_button(static_files, live_service, operators, org, cache):
-    mount_url = f"{live_service.url}/orgs/acme/cache/mounts/{cache['mount'].pk}/"
+def test_viewer_sees_the_cache_but_no_evict_button(static_files, live_service, operators, org, cache_contents):
+    mount_url = f"{live_service.url}/orgs/acme/cache/mounts/{cache_contents['mount'].pk}/"
     with browser_page() as page:
         log_in(page, live_service.url, "victor", "pw-victor-123")
         page.wait_for_url(f"{live_service.url}/orgs/acme/")
         page.goto(f"{live_service.url}/orgs/acme/cache/blobs/")
-        assert "5.0\xa0MB" in page.inner_text(f"tr[data-digest='{cache['layer']}']")
+        assert "5.0\xa0MB" in page.inner_text(f"tr[data-digest='{cache_contents['layer']}']")
         assert page.locator("text=Evict").count() == 0
         page.goto(mount_url)
         assert page.is_visible("text=Current snapshot")
