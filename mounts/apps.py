@@ -6,8 +6,16 @@ class MountsConfig(AppConfig):
     verbose_name = "synced cache mounts"
 
     def ready(self):
-        from blobs.models import Blob
-        from blobs.signals import blob_verified
-        from mounts.receivers import commit_waiting_snapshots
+        from django.db.models.signals import post_delete
 
-        blob_verified.connect(commit_waiting_snapshots, sender=Blob, dispatch_uid="mounts.commit_waiting_snapshots")
+        from blobs.models import Blob
+        from blobs.signals import blob_lost, blob_verified
+        from mounts import receivers
+
+        blob_verified.connect(
+            receivers.commit_waiting_snapshots, sender=Blob, dispatch_uid="mounts.commit_waiting_snapshots"
+        )
+        post_delete.connect(
+            receivers.release_snapshots_of_deleted_blob, sender=Blob, dispatch_uid="mounts.release_deleted"
+        )
+        blob_lost.connect(receivers.release_snapshots_of_lost_blobs, sender=Blob, dispatch_uid="mounts.release_lost")

@@ -295,14 +295,14 @@ def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verifi
             cursor = (last_use, pk)
             plan.append((digest, size, kind))
             planned_total -= size
-        total -= _carry_out(organization, plan, deleter, report, dry_run, now)
+        total -= _carry_out(organization, plan, deleter, report, dry_run)
         # A deletion the store refused leaves the organization above its limit: go on
         # from the first blob not evicted.
         if reached_enough and not (limit and total > limit):
             return
 
 
-def _carry_out(organization, plan, deleter, report, dry_run, now):
+def _carry_out(organization, plan, deleter, report, dry_run):
     """Evict the planned blobs; returns the bytes freed."""
     if not plan:
         return 0
@@ -317,11 +317,7 @@ def _carry_out(organization, plan, deleter, report, dry_run, now):
     # finds nothing left to mark). A blob the store then fails to delete is only exported
     # again: the chain delivered anew is complete again.
     blobs_lost(organization, digests)
-    # A live snapshot whose blob is evicted cannot be restored any more: releasing it lets
-    # the mount fall back to an older snapshot, and the next engine upload it again.
-    MountSnapshot.objects.filter(
-        mount__organization=organization, digest__in=digests, state=SnapshotState.VERIFIED, released_at__isnull=True
-    ).update(released_at=now)
+    # (Live snapshots of an evicted blob are released by mounts.receivers on its deletion.)
     freed = 0
     for digest, size, kind in plan:
         if deleter.delete(digest):

@@ -459,6 +459,38 @@ def test_config_skips_a_snapshot_whose_blob_is_gone(client, transport, org, toke
     assert transport.get(entry["URL"]).body == old
 
 
+@pytest.mark.parametrize("how", ["evicted", "file lost"])
+def test_a_current_snapshot_whose_blob_goes_is_released_and_taken_again(
+    client, transport, org, token, django_capture_on_commit_callbacks, how
+):
+    """Evicted (dashboard, retention) or found missing on disk: the mount falls back to
+    its older snapshot, and the engine's next offer of the same bytes is not 'unchanged'
+    but uploaded, becoming current again."""
+    from blobs.storage import get_store
+
+    old, old_digest = blob(b"old")
+    upload(client, transport, token, "go-mod", old, django_capture_on_commit_callbacks)
+    new, new_digest = blob(b"new")
+    upload(client, transport, token, "go-mod", new, django_capture_on_commit_callbacks)
+    if how == "evicted":
+        blob_services.delete_blob(org, new_digest)
+    else:
+        get_store().path(org.pk, new_digest).unlink()
+        assert blob_services.verified_blob_sizes(org, [new_digest]) == {}
+    assert MountSnapshot.objects.get(digest=new_digest).released_at is not None
+    assert CacheMount.objects.get().current_snapshot().digest == old_digest
+    upload(client, transport, token, "go-mod", new, django_capture_on_commit_callbacks)
+    assert config(client, token)["go-mod"]["Digest"] == new_digest
+
+
+def test_deleting_an_organization_does_not_trip_over_its_snapshots(org, client, transport, token,
+                                                                   django_capture_on_commit_callbacks):
+    data, _ = blob()
+    upload(client, transport, token, "go-mod", data, django_capture_on_commit_callbacks)
+    org.delete()
+    assert MountSnapshot.objects.count() == 0
+
+
 # ---- contents -----------------------------------------------------------------------------
 
 
