@@ -783,3 +783,41 @@ def test_verifyblobs_finds_wrong_and_missing_bytes(storage, client, transport, o
         call_command("verifyblobs", "--since", "yesterday")
     with pytest.raises(CommandError):
         call_command("verifyblobs", "--org", "no-such-org")
+
+
+def test_verifyblobs_stopped_by_an_unreadable_store_still_marks_what_it_deleted(
+    storage, client, transport, org, token, monkeypatch
+):
+    """rehash_blobs deletes bad bytes as it goes. When a later blob cannot be read (S3
+    down, a disk error), the ones already deleted must not stay behind verified rows: on
+    S3 a verified row is trusted without a HEAD, so engines would be told to skip the
+    upload and then fail to download it."""
+    from blobs.storage import StoreUnavailable, get_store
+
+    store = get_store()
+    blobs = sorted((random_blob(), random_blob()), key=lambda blob: blob[1])
+    (bad, bad_digest), (_, unreadable_digest) = blobs
+    for data, _ in blobs:
+        put_blob(client, transport, token, data)
+    assert len(services.verified_blob_sizes(org, [bad_digest, unreadable_digest])) == 2
+    flipped = bytes([bad[0] ^ 1]) + bad[1:]
+    if store.kind == "filesystem":
+        store.path(org.pk, bad_digest).write_bytes(flipped)
+    else:
+        store.client.put_object(Bucket=store.bucket, Key=store.key(org.pk, bad_digest), Body=flipped)
+    reader = "hash_file" if store.kind == "filesystem" else "hash_object"
+    real = getattr(type(store), reader)
+
+    def fails_on_the_second(self, org_id, digest):
+        if digest == unreadable_digest:
+            raise StoreUnavailable("connection reset")
+        return real(self, org_id, digest)
+
+    monkeypatch.setattr(type(store), reader, fails_on_the_second)
+    with pytest.raises(StoreUnavailable):
+        services.rehash_blobs(org)
+    monkeypatch.undo()
+    assert store.info(org.pk, bad_digest) is None
+    assert Blob.objects.get(organization=org, digest=bad_digest).state == BlobState.PENDING
+    assert upload_url(client, token, bad_digest).json()["Skip"] is False
+
