@@ -14,6 +14,7 @@ Objects are keyed by organization id and digest, so organizations never share by
 import base64
 import contextlib
 import ctypes
+import errno
 import hashlib
 import os
 import time
@@ -185,7 +186,10 @@ class FileSystemBlobStore:
         return found
 
     def hash_file(self, org_id, digest):
-        """(size, 'sha256:<hex>') of the blob's bytes on disk, or None when absent."""
+        """(size, 'sha256:<hex>') of the blob's bytes on disk, or None when absent or
+        unreadable (EIO: the failing disk that verifyblobs is run for; such a blob cannot
+        be served either, so it counts as lost). Other errors, such as no permission,
+        say nothing about the bytes and are raised."""
         hasher = hashlib.sha256()
         size = 0
         try:
@@ -194,6 +198,10 @@ class FileSystemBlobStore:
                     hasher.update(chunk)
                     size += len(chunk)
         except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
             return None
         return size, "sha256:" + hasher.hexdigest()
 

@@ -821,3 +821,43 @@ def test_verifyblobs_stopped_by_an_unreadable_store_still_marks_what_it_deleted(
     assert Blob.objects.get(organization=org, digest=bad_digest).state == BlobState.PENDING
     assert upload_url(client, token, bad_digest).json()["Skip"] is False
 
+
+def test_verifyblobs_counts_a_blob_the_disk_cannot_read_as_bad(builtin, client, transport, org, token, monkeypatch):
+    """An I/O error reading a blob (the bad disk verifyblobs is for) marks that blob bad
+    and the check goes on, instead of ending the command at the first unreadable file."""
+    import errno
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from blobs.storage import FileSystemBlobStore, get_store
+
+    store = get_store()
+    blobs = sorted((random_blob(), random_blob()), key=lambda blob: blob[1])
+    (_, unreadable_digest), (_, good_digest) = blobs
+    for data, _ in blobs:
+        put_blob(client, transport, token, data)
+    real_open = FileSystemBlobStore.open
+
+    class Unreadable:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, size=-1):
+            raise OSError(errno.EIO, "Input/output error")
+
+    def open_(self, org_id, digest):
+        return Unreadable() if digest == unreadable_digest else real_open(self, org_id, digest)
+
+    monkeypatch.setattr(FileSystemBlobStore, "open", open_)
+    out = StringIO()
+    call_command("verifyblobs", stdout=out)
+    monkeypatch.undo()
+    assert f"{unreadable_digest} had lost or wrong bytes" in out.getvalue()
+    assert f"{org.slug}: 2 blob(s) checked, 1 bad" in out.getvalue()
+    states = dict(Blob.objects.filter(organization=org).values_list("digest", "state"))
+    assert states == {unreadable_digest: BlobState.PENDING, good_digest: BlobState.VERIFIED}
+    assert not store.path(org.pk, unreadable_digest).exists()
