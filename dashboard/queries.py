@@ -13,6 +13,7 @@ from django.db.models.functions import Coalesce
 
 from accounts.models import Engine
 from blobs.models import Blob, BlobState
+from blobs.services import DIGEST_RE
 from mounts.models import CacheMount, MountPolicy, MountSnapshot, SnapshotState
 from records.models import Layer, Record, Result, ResultLayer
 
@@ -94,13 +95,24 @@ def digest_prefix(text):
     return DIGEST_SCHEME + text
 
 
+def _could_start_a_digest(prefix):
+    hex_part = prefix.removeprefix(DIGEST_SCHEME)
+    if hex_part == prefix:
+        return DIGEST_SCHEME.startswith(prefix)
+    return len(hex_part) <= 64 and all(ch in "0123456789abcdef" for ch in hex_part)
+
+
 def blob_listing(organization, sort=DEFAULT_BLOB_SORT, prefix=""):
     """(the organization's blobs in the order asked for, the sort in effect). Plain rows:
     pass those shown to describe_blobs()."""
     sort, ordering = blob_ordering(sort)
     rows = Blob.objects.filter(organization=organization)
     prefix = digest_prefix(prefix)
-    if prefix:
+    if prefix and not _could_start_a_digest(prefix):
+        # Text no digest starts with matches nothing, and is never sent to the database:
+        # PostgreSQL refuses a NUL character in a query outright.
+        rows = rows.none()
+    elif prefix:
         rows = rows.filter(digest__startswith=prefix)
     return rows.order_by(*ordering), sort
 
@@ -152,6 +164,9 @@ def describe_blobs(organization, rows):
 def blob_usage(organization, digest):
     """One blob as the listing describes it, or None when the organization has no blob
     with that digest."""
+    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+        # From a URL: anything else names no blob, and must not reach the database (NUL).
+        return None
     return next(iter(describe_blobs(organization, Blob.objects.filter(organization=organization, digest=digest))), None)
 
 

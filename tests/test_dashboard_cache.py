@@ -338,6 +338,25 @@ def test_evicting_an_unknown_digest_is_404(client, operators, org, digest):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", [
+    "/orgs/acme/cache/blobs/?q=%00", "/orgs/acme/cache/blobs/?q=3f%000a", "/orgs/acme/cache/blobs/?q=%C3%A9t%C3%A9",
+    "/orgs/acme/cache/blobs/sha256%3A%00/evict", "/orgs/acme/cache/blobs/%00/evict",
+])
+def test_odd_digests_and_prefixes_are_no_error(client, operators, org, path):
+    """Typed or linked text no digest can hold (NUL, which PostgreSQL refuses in a query,
+    or non-hex) finds nothing rather than failing."""
+    a_blob(org, "present", 10)
+    login(client, operators, "maintainer")
+    resp = client.get(path)
+    assert resp.status_code in (200, 404)
+    if resp.status_code == 200:
+        assert list(resp.context["page"].object_list) == []
+    else:
+        assert client.post(path).status_code == 404
+    assert Blob.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_eviction_never_redirects_off_site(client, operators, org):
     login(client, operators, "maintainer")
     for target in ("https://evil.example/", "//evil.example/x"):
