@@ -252,9 +252,11 @@ def _pending_row(organization, digest):
     return blob
 
 
-def _mark_verified(organization, digest, size):
+def _mark_verified(organization, digest, size, rewritten=False):
     """Mark the row verified with its true size; send blob_verified on commit when it
-    was not verified before."""
+    was not verified before. `rewritten`: the bytes were just written again (a built-in
+    PUT renames a new file over the old one), so verified_at moves to now as well, for
+    `verifyblobs --since` to cover them."""
     now = timezone.now()
     with transaction.atomic():
         blob, _ = Blob.objects.select_for_update().get_or_create(
@@ -263,7 +265,7 @@ def _mark_verified(organization, digest, size):
         became_verified = blob.state != BlobState.VERIFIED
         blob.size = size
         blob.state = BlobState.VERIFIED
-        if became_verified or blob.verified_at is None:
+        if became_verified or rewritten or blob.verified_at is None:
             blob.verified_at = now
         blob.save(update_fields=["size", "state", "verified_at"])
         if became_verified:
@@ -335,7 +337,7 @@ def receive_upload(org_id, digest, body, content_length, bound_size):
     if store.kind != "filesystem":
         raise UploadRejected(404, "this service stores blobs in S3; use the presigned URL")
     size = store.receive(organization.pk, digest, body, content_length)
-    return _mark_verified(organization, digest, size)
+    return _mark_verified(organization, digest, size, rewritten=True)
 
 
 def open_builtin_blob(org_id, digest):

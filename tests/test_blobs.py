@@ -861,3 +861,22 @@ def test_verifyblobs_counts_a_blob_the_disk_cannot_read_as_bad(builtin, client, 
     states = dict(Blob.objects.filter(organization=org).values_list("digest", "state"))
     assert states == {unreadable_digest: BlobState.PENDING, good_digest: BlobState.VERIFIED}
     assert not store.path(org.pk, unreadable_digest).exists()
+
+
+def test_a_put_of_a_verified_blob_counts_as_verified_now(builtin, client, transport, org, token):
+    """A second PUT rewrites the file (a new one renamed over it). Those bytes are as
+    fresh as a first upload's, so `verifyblobs --since` after a crash must check them."""
+    from datetime import timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    data, digest = random_blob()
+    target = services.upload_target(_fake_request(), org, digest)
+    assert transport.put(target["URL"], data).status == 200
+    Blob.objects.filter(organization=org, digest=digest).update(verified_at=timezone.now() - timedelta(days=2))
+    assert transport.put(target["URL"], data).status == 200
+    assert Blob.objects.get(organization=org, digest=digest).verified_at > timezone.now() - timedelta(minutes=1)
+    out = StringIO()
+    call_command("verifyblobs", "--since", "1h", "--org", org.slug, stdout=out)
+    assert f"{org.slug}: 1 blob(s) checked, 0 bad" in out.getvalue()
