@@ -15,9 +15,11 @@ def _release_live_snapshots(organization_id, digests):
     # A snapshot whose bytes are gone cannot be restored. Left current, it would also make
     # the engine's next offer of those same bytes "unchanged", so they would never come
     # back; released, the mount falls back to an older snapshot and takes the upload.
-    MountSnapshot.objects.filter(
-        mount__organization_id=organization_id, digest__in=digests, released_at__isnull=True
-    ).update(released_at=timezone.now())
+    # Only verified ones: a pending snapshot never had the bytes, and its upload in flight
+    # brings the row back; released, it would be committed released and never current.
+    MountSnapshot.objects.live().filter(mount__organization_id=organization_id, digest__in=digests).update(
+        released_at=timezone.now()
+    )
 
 
 def release_snapshots_of_deleted_blob(sender, instance, origin=None, **kwargs):

@@ -483,6 +483,24 @@ def test_a_current_snapshot_whose_blob_goes_is_released_and_taken_again(
     assert config(client, token)["go-mod"]["Digest"] == new_digest
 
 
+def test_an_upload_in_flight_survives_the_eviction_of_its_pending_blob(
+    client, transport, org, token, django_capture_on_commit_callbacks
+):
+    """A pending blob evicted from the dashboard (or collected) while the engine is still
+    PUTting it: the PUT brings the row back, and the snapshot waiting for it must still
+    become current rather than arrive released."""
+    data, digest = blob(b"in flight")
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = offer(client, token, "go-mod", digest, len(data)).json()
+    assert answer["Skip"] is False
+    blob_services.delete_blob(org, digest)
+    assert MountSnapshot.objects.get().released_at is None
+    with django_capture_on_commit_callbacks(execute=True):
+        assert transport.put(answer["URL"], data, answer["Headers"]).status == 200
+    assert CacheMount.objects.get().current_snapshot().digest == digest
+    assert config(client, token)["go-mod"]["Digest"] == digest
+
+
 def test_deleting_an_organization_does_not_trip_over_its_snapshots(org, client, transport, token,
                                                                    django_capture_on_commit_callbacks):
     data, _ = blob()
