@@ -78,7 +78,7 @@ def test_unread_rest_of_the_body_is_left_for_gunicorn_to_drain():
     client.close()
 
 
-def test_client_gone_early_ends_the_body_and_marks_the_connection_unusable():
+def test_client_gone_early_ends_the_body_with_what_was_sent():
     request, body, unreader, client = gunicorn_request(b"", 10_000, b"abc")
     client.close()
     with open_body(request, 10_000) as reader:
