@@ -29,7 +29,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from accounts.models import Organization
@@ -264,7 +264,14 @@ def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verifi
     verified = (
         _blobs(organization, cutoff)
         .filter(state=BlobState.VERIFIED)
-        .annotate(last_use=Coalesce("last_used_at", "verified_at", "created_at"))
+        # An upload counts as a use: a blob uploaded again after its bytes were lost is
+        # as fresh as that upload, however long ago its last download was. (Greatest of
+        # two non-null terms: SQLite's MAX() is NULL when any argument is.)
+        .annotate(
+            last_use=Greatest(
+                Coalesce("last_used_at", "verified_at", "created_at"), Coalesce("verified_at", "created_at")
+            )
+        )
         .order_by("last_use", "pk")
     )
     cursor = None

@@ -295,6 +295,17 @@ def test_blobs_unused_for_the_configured_days_are_evicted(storage, org, settings
     assert report.counts[UNUSED_BLOBS] == 2 and report.bytes[UNUSED_BLOBS] == 2000
 
 
+def test_a_blob_uploaded_again_after_its_last_download_counts_from_the_upload(builtin, org, settings):
+    """Its bytes were lost (verifyblobs, a restored disk) and an engine uploaded them again
+    yesterday: that upload is a use, however long ago the last download was."""
+    settings.EVICT_UNUSED_AFTER = 30
+    digest = referenced_blob(org, age=60 * DAY, used=31 * DAY)
+    Blob.objects.filter(organization=org, digest=digest).update(verified_at=timezone.now() - DAY)
+    [report] = collect_garbage()
+    assert blob_exists(org, digest) and stored(org, digest)
+    assert report.counts[UNUSED_BLOBS] == 0
+
+
 def test_over_the_storage_limit_least_recently_used_go_first(builtin, org, settings, monkeypatch):
     monkeypatch.setattr(services, "BATCH", 2)
     settings.ORG_STORAGE_LIMIT = 2500
