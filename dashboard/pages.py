@@ -18,6 +18,9 @@ from mounts.models import CacheMount
 from mounts.services import evict_mount as evict_mount_snapshots
 
 PER_PAGE = 50
+# S3 not answering, or the built-in store's disk refusing the unlink (read-only, I/O
+# error): either way the bytes, and so the row, are still there (retention does the same).
+STORE_FAILURES = (StoreUnavailable, OSError)
 SHOWN_ON_OVERVIEW = 10
 
 
@@ -102,7 +105,7 @@ def evict_blob(request, slug, digest):
         return render(request, "dashboard/blob_evict.html", _context(request, org, "blobs", blob=blob, back=back))
     try:
         delete_blob(org, blob.digest)
-    except StoreUnavailable as exc:
+    except STORE_FAILURES as exc:
         # The bytes go first: when the store fails, the row is still there, unchanged.
         messages.error(request, f"Nothing was evicted: the blob store did not answer ({exc}).")
         return redirect(back)
@@ -158,7 +161,7 @@ def evict_mount(request, slug, pk):
         )
     try:
         deleted, freed = evict_mount_snapshots(cache_mount)
-    except StoreUnavailable as exc:
+    except STORE_FAILURES as exc:
         messages.error(
             request,
             f"The snapshots of {cache_mount.name} were deleted, but the blob store did not answer ({exc}); "

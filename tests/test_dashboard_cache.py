@@ -357,6 +357,30 @@ def test_odd_digests_and_prefixes_are_no_error(client, operators, org, path):
 
 
 @pytest.mark.django_db
+def test_a_disk_that_refuses_the_deletion_evicts_nothing_and_says_so(client, operators, org, mount, monkeypatch):
+    """The built-in store's unlink failing (a read-only or failing disk) is the store not
+    answering, as for S3 and as retention takes it: a message, not a 500."""
+    import errno
+
+    from blobs.storage import FileSystemBlobStore
+
+    digest = a_blob(org, "stuck", 10)
+    a_snapshot(mount, digest, 10)
+
+    def refuse(self, org_id, digest):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(FileSystemBlobStore, "delete", refuse)
+    login(client, operators, "maintainer")
+    resp = client.post(evict_url(digest), follow=True)
+    assert resp.status_code == 200 and "Nothing was evicted" in resp.content.decode()
+    assert Blob.objects.filter(digest=digest).exists() and blob_file(org, digest).exists()
+    resp = client.post(f"/orgs/acme/cache/mounts/{mount.pk}/evict", follow=True)
+    assert resp.status_code == 200 and "the blob store did not answer" in resp.content.decode()
+    assert Blob.objects.filter(digest=digest).exists()
+
+
+@pytest.mark.django_db
 def test_eviction_never_redirects_off_site(client, operators, org):
     login(client, operators, "maintainer")
     for target in ("https://evil.example/", "//evil.example/x"):
