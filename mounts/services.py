@@ -21,7 +21,7 @@ from django.utils import timezone
 from accounts.models import Engine
 from blobs import contents
 from blobs import services as blobs
-from blobs.models import Blob
+from blobs.models import Blob, BlobState
 from mounts.models import (
     MAX_NAME_LENGTH,
     SNAPSHOT_MEDIA_TYPE,
@@ -358,7 +358,8 @@ def evict_mount(mount):
     """Delete every snapshot of `mount`, then the blobs they held that nothing else needs:
     no unreleased snapshot of another mount of the organization and no layer of its cache
     graph. The mount itself stays (its switch and limit are settings; engines upload it
-    again at their next sync). Returns (snapshots deleted, {digest: size} of blobs deleted).
+    again at their next sync). Returns (snapshots deleted, {digest: bytes freed} of blobs
+    deleted; 0 for a pending blob, whose announced bytes never arrived).
     """
     organization = mount.organization
     with transaction.atomic():
@@ -370,7 +371,10 @@ def evict_mount(mount):
         Layer.objects.filter(organization=organization, digest__in=digests).values_list("digest", flat=True)
     )
     unneeded = Blob.objects.filter(organization=organization, digest__in=digests - still_needed)
-    freed = dict(unneeded.values_list("digest", "size"))
+    freed = {
+        digest: size if state == BlobState.VERIFIED else 0
+        for digest, size, state in unneeded.values_list("digest", "size", "state")
+    }
     for digest in sorted(freed):
         blobs.delete_blob(organization, digest)
     log.info(

@@ -457,6 +457,20 @@ def test_evict_mount_deletes_its_snapshots_and_the_blobs_only_it_held(org, other
 
 
 @pytest.mark.django_db
+def test_evict_mount_counts_no_bytes_for_an_upload_that_never_arrived(org, mount):
+    stored = a_blob(org, "stored", 1000)
+    a_snapshot(mount, stored, 1000)
+    # An upload offered (its size announced) whose bytes are not here yet.
+    uploading = a_blob(org, "uploading", 5_000_000, state="pending")
+    MountSnapshot.objects.create(mount=mount, digest=uploading, size=5_000_000, state="pending")
+
+    deleted, freed = mount_services.evict_mount(mount)
+
+    assert deleted == 2 and not Blob.objects.exists()
+    assert freed == {stored: 1000, uploading: 0}
+
+
+@pytest.mark.django_db
 def test_maintainer_evicts_a_mount_from_its_page(client, operators, org, mount):
     a_snapshot(mount, a_blob(org, "current", 2048), 2048)
     a_snapshot(mount, a_blob(org, "kept", 1024), 1024, minutes_ago=5)
