@@ -169,7 +169,14 @@ def skip_reason(mount, policy, offer):
     if not mount.is_synced(policy):
         return SkipReason.NOT_SYNCED
     current = mount.current_snapshot()
-    if current is not None and current.digest == offer.digest:
+    # Only while its blob is held: a blob deleted as an offer committed a snapshot of it
+    # (garbage collection racing 'already held') is not released by the deletion, and
+    # answering 'unchanged' would keep the mount without those bytes for good.
+    if (
+        current is not None
+        and current.digest == offer.digest
+        and blobs.has_verified_blob(mount.organization, offer.digest)
+    ):
         return SkipReason.UNCHANGED
     mount_limit = mount.effective_size_limit()
     if mount_limit and offer.size > mount_limit:

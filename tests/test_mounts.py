@@ -483,6 +483,28 @@ def test_a_current_snapshot_whose_blob_goes_is_released_and_taken_again(
     assert config(client, token)["go-mod"]["Digest"] == new_digest
 
 
+def test_a_current_snapshot_committed_as_its_blob_went_is_not_unchanged(
+    client, transport, org, token, django_capture_on_commit_callbacks
+):
+    """Garbage collection deletes an old unreferenced blob while an engine's offer of the
+    same bytes commits a snapshot of it ('already held'): the release on deletion ran
+    before that snapshot existed, so it is current with no blob. The engine's next offer
+    of those bytes must be uploaded, not answered 'unchanged' forever."""
+    data, digest = blob(b"raced")
+    upload(client, transport, token, "go-mod", data, django_capture_on_commit_callbacks)
+    # The deletion as the committing offer saw it: bytes and row gone, no release.
+    from blobs.models import Blob
+    from blobs.storage import get_store
+
+    get_store().delete(org.pk, digest)
+    Blob.objects.filter(organization=org, digest=digest)._raw_delete(Blob.objects.db)
+    assert CacheMount.objects.get().current_snapshot().digest == digest
+
+    upload(client, transport, token, "go-mod", data, django_capture_on_commit_callbacks)
+    assert config(client, token)["go-mod"]["Digest"] == digest
+    assert transport.get(config(client, token)["go-mod"]["URL"]).body == data
+
+
 def test_an_upload_in_flight_survives_the_eviction_of_its_pending_blob(
     client, transport, org, token, django_capture_on_commit_callbacks
 ):
