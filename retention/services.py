@@ -256,11 +256,9 @@ def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verifi
     unused_before = now - timedelta(days=settings.EVICT_UNUSED_AFTER) if settings.EVICT_UNUSED_AFTER else None
     if not limit and unused_before is None:
         return
-    total = Blob.objects.filter(organization=organization, state=BlobState.VERIFIED).aggregate(
-        total=Sum("size")
-    )["total"] or 0
-    if dry_run:
-        total -= collected_verified
+    # A dry run deletes nothing, so it counts down from one reading; a real pass reads the
+    # total again with each batch (below).
+    total = _verified_bytes(organization) - collected_verified if dry_run else 0
     verified = (
         _blobs(organization, cutoff)
         .filter(state=BlobState.VERIFIED)
@@ -279,6 +277,12 @@ def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verifi
         page = verified
         if cursor is not None:
             page = page.filter(Q(last_use__gt=cursor[0]) | Q(last_use=cursor[0], pk__gt=cursor[1]))
+        if not dry_run:
+            # Read again with each batch, right before its rows: another pass running at
+            # the same time (manage.py gc during the scheduled one, or a pass outlasting
+            # the interval) may have evicted some since, and a total read earlier would
+            # evict that much again.
+            total = _verified_bytes(organization)
         batch = list(page.values_list("pk", "digest", "size", "last_use", "in_layer", "settled")[:BATCH])
         if not batch:
             return
@@ -307,6 +311,11 @@ def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verifi
         # from the first blob not evicted.
         if reached_enough and not (limit and total > limit):
             return
+
+
+def _verified_bytes(organization):
+    total = Blob.objects.filter(organization=organization, state=BlobState.VERIFIED).aggregate(total=Sum("size"))
+    return total["total"] or 0
 
 
 def _carry_out(organization, plan, deleter, report, dry_run):

@@ -323,6 +323,29 @@ def test_over_the_storage_limit_least_recently_used_go_first(builtin, org, setti
     assert again.counts[OVER_LIMIT_BLOBS] == 0
 
 
+def test_a_pass_running_beside_another_evicts_no_more_than_the_limit_asks(builtin, org, settings, monkeypatch):
+    """Two passes at once (`manage.py gc` during the scheduled one, or a pass outlasting
+    the interval): one evicts the least recently used blobs after the other has read the
+    organization's total. The other must not evict as much again."""
+    settings.ORG_STORAGE_LIMIT = 2500
+    oldest, older, newer, newest = (referenced_blob(org, age=20 * DAY, used=days * DAY) for days in (4, 3, 2, 1))
+    real_blobs = services._blobs
+    calls = []
+
+    def other_pass_evicts_meanwhile(organization, cutoff):
+        calls.append(cutoff)
+        if len(calls) == 2:  # the eviction's listing: the total was read just before
+            for digest in (oldest, older):
+                blob_services.delete_blob(organization, digest)
+        return real_blobs(organization, cutoff)
+
+    monkeypatch.setattr(services, "_blobs", other_pass_evicts_meanwhile)
+    [report] = collect_garbage()
+    assert len(calls) == 2
+    assert blob_exists(org, newer) and blob_exists(org, newest)
+    assert report.counts[OVER_LIMIT_BLOBS] == 0
+
+
 def test_equal_last_uses_across_batches(builtin, org, settings, monkeypatch):
     monkeypatch.setattr(services, "BATCH", 2)
     with time_machine.travel(timezone.now() - 5 * DAY, tick=False):
