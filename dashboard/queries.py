@@ -13,7 +13,7 @@ from django.db.models.functions import Coalesce
 
 from accounts.models import Engine
 from blobs.models import Blob, BlobState
-from blobs.services import DIGEST_RE
+from blobs.services import InvalidDigest, validate_digest
 from mounts.models import CacheMount, MountPolicy, MountSnapshot, SnapshotState
 from records.models import Layer, Record, Result, ResultLayer
 
@@ -164,7 +164,9 @@ def describe_blobs(organization, rows):
 def blob_usage(organization, digest):
     """One blob as the listing describes it, or None when the organization has no blob
     with that digest."""
-    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+    try:
+        validate_digest(digest)
+    except InvalidDigest:
         # From a URL: anything else names no blob, and must not reach the database (NUL).
         return None
     return next(iter(describe_blobs(organization, Blob.objects.filter(organization=organization, digest=digest))), None)
