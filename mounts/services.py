@@ -434,16 +434,11 @@ def confirm_snapshot_upload(snapshot_id):
     return FAILED if failed else DONE
 
 
-# Failed uploads stay visible to operators this long, then go: they hold no blob.
-FAILED_KEPT = timedelta(days=7)
-
-
 def sweep_pending_snapshots(batch=500):
     """Settle pending snapshots past their give-up time whose confirmation task was lost
-    (a worker killed mid-retry, a purged queue): confirm or fail each one; forget failed
-    ones older than FAILED_KEPT. Returns {outcome: count}."""
+    (a worker killed mid-retry, a purged queue): confirm or fail each one. Failed ones are
+    deleted later by the storage lifecycle pass (retention). Returns {outcome: count}."""
     now = timezone.now()
-    MountSnapshot.objects.filter(state=SnapshotState.FAILED, failed_at__lt=now - FAILED_KEPT).delete()
     cutoff = now - timedelta(seconds=settings.MOUNT_UPLOAD_GRACE)
     stale = MountSnapshot.objects.filter(state=SnapshotState.PENDING, expires_at__lt=cutoff)
     outcomes = {}

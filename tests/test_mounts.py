@@ -396,12 +396,18 @@ def test_sweep_settles_pending_snapshots_whose_confirmation_was_lost(
         assert services.sweep_pending_snapshots() == {services.VERIFIED: 1, services.FAILED: 1}
     states = dict(MountSnapshot.objects.values_list("mount__name", "state"))
     assert states == {"arrived": SnapshotState.VERIFIED, "lost": SnapshotState.FAILED}
-    # Failed rows are kept a week for operators to see, then forgotten.
-    with time_machine.travel(start + timedelta(days=6), tick=False):
-        services.sweep_pending_snapshots()
-    assert MountSnapshot.objects.filter(state=SnapshotState.FAILED).exists()
+    # Failed rows stay for operators to see until the storage lifecycle pass's grace is
+    # over; that pass, not the sweep, deletes them.
+    from retention.services import collect_organization, grace
+
     with time_machine.travel(start + timedelta(days=8), tick=False):
         services.sweep_pending_snapshots()
+        assert MountSnapshot.objects.filter(state=SnapshotState.FAILED).exists()
+    with time_machine.travel(start + timedelta(seconds=601) + grace(org) - timedelta(minutes=1), tick=False):
+        collect_organization(org)
+    assert MountSnapshot.objects.filter(state=SnapshotState.FAILED).exists()
+    with time_machine.travel(start + timedelta(seconds=601) + grace(org) + timedelta(minutes=1), tick=False):
+        collect_organization(org)
     assert list(MountSnapshot.objects.values_list("mount__name", flat=True)) == ["arrived"]
 
 
