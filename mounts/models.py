@@ -189,7 +189,11 @@ class MountSnapshot(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["mount", "state", "verified_at"])]
+        indexes = [
+            models.Index(fields=["mount", "state", "verified_at"]),
+            # Which snapshots name a blob: eviction, garbage collection, the dashboard.
+            models.Index(fields=["digest"], name="snapshot_digest"),
+        ]
         constraints = [
             # One upload in flight per mount and digest: engines retrying share it.
             models.UniqueConstraint(
