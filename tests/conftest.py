@@ -68,3 +68,26 @@ def _forget_buffered_blob_uses():
     from blobs import services
 
     services._uses.clear()
+
+
+@pytest.fixture
+def fresh_use_counts():
+    """Blob use counts are buffered per process; rows from an earlier test may share ids."""
+    from blobs import services
+
+    services._uses.clear()
+    services._last_sweep[0] = None
+    yield
+    services._uses.clear()
+
+
+@pytest.fixture
+def builtin(settings, tmp_path):
+    """The built-in blob storage, in a directory of its own."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "blobs"},
+        },
+    }

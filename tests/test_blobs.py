@@ -27,25 +27,7 @@ from tests.support import engine_request
 OTHER_DIGEST = "sha256:" + "ab" * 32
 
 
-@pytest.fixture(autouse=True)
-def fresh_use_counts():
-    # Use counts are buffered per process; rows from an earlier test may share ids.
-    services._uses.clear()
-    services._last_sweep[0] = None
-    yield
-    services._uses.clear()
-
-
-@pytest.fixture
-def builtin(settings, tmp_path):
-    """The built-in storage, in a directory of its own."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "blobs"},
-        },
-    }
+pytestmark = pytest.mark.usefixtures("fresh_use_counts")
 
 
 @pytest.fixture(params=["filesystem", "s3"])

@@ -17,16 +17,8 @@ from tests.cache_rows import NOW, a_blob, a_layer, a_snapshot
 from tests.support import engine_request
 
 
-@pytest.fixture(autouse=True)
-def builtin(settings, tmp_path):
-    """The built-in storage, in a directory of its own."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "blobs"},
-        },
-    }
+# Every test here uses the built-in storage.
+pytestmark = pytest.mark.usefixtures("builtin")
 
 
 def blob_file(org, digest):

@@ -32,16 +32,8 @@ CONFIG = "/magicache/cacheMountConfig"
 UPLOAD = "/magicache/cacheMountUploadURL"
 
 
-@pytest.fixture(autouse=True)
-def builtin(settings, tmp_path):
-    """The built-in storage, in a directory of its own."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "blobs"},
-        },
-    }
+# Every test here uses the built-in storage.
+pytestmark = pytest.mark.usefixtures("builtin")
 
 
 @pytest.fixture(autouse=True)

@@ -38,25 +38,7 @@ MINUTE = timedelta(minutes=1)
 DAY = timedelta(days=1)
 
 
-@pytest.fixture(autouse=True)
-def fresh_use_counts():
-    # Use counts are buffered per process; rows from an earlier test may share ids.
-    blob_services._uses.clear()
-    blob_services._last_sweep[0] = None
-    yield
-    blob_services._uses.clear()
-
-
-@pytest.fixture
-def builtin(settings, tmp_path):
-    """The built-in storage, in a directory of its own."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "blobs"},
-        },
-    }
+pytestmark = pytest.mark.usefixtures("fresh_use_counts")
 
 
 @pytest.fixture(params=["filesystem", "s3"])
