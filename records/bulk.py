@@ -34,31 +34,33 @@ def _json_rows(names, rows):
     return orjson.dumps([dict(zip(names, row)) for row in rows]).decode()
 
 
-def records_by_identity(organization_id, identities):
-    """{identity: (id, has_result)} for those of `identities` stored for the organization."""
-    found = {}
+def _select_in(sql, column, values, before=(), after=(), cast=""):
+    """The rows of `sql` whose `{match}` says that `column` is one of `values`, asked in
+    batches: on PostgreSQL as one array parameter (the values, digests or ids, hold no
+    commas), on SQLite as IN lists short enough for its variable limit. `before` and
+    `after` are the parameters around the match; `cast` types the array on PostgreSQL."""
+    rows = []
     with connection.cursor() as cursor:
         if _postgres():
-            for chunk in _chunks(identities, POSTGRES_BATCH):
-                # Digests hold no commas.
-                cursor.execute(
-                    f"SELECT identity, id, has_result FROM {_RECORD} "
-                    "WHERE organization_id = %s AND identity = ANY(string_to_array(%s, ','))",
-                    [organization_id, ",".join(chunk)],
-                )
-                for identity, record_id, has_result in cursor.fetchall():
-                    found[identity] = (record_id, bool(has_result))
+            match = f"{column} = ANY(string_to_array(%s, ','){cast})"
+            for chunk in _chunks(values, POSTGRES_BATCH):
+                cursor.execute(sql.format(match=match), [*before, ",".join(map(str, chunk)), *after])
+                rows += cursor.fetchall()
         else:
-            for chunk in _chunks(identities, SQLITE_BATCH):
-                marks = ",".join(["%s"] * len(chunk))
-                cursor.execute(
-                    f"SELECT identity, id, has_result FROM {_RECORD} "
-                    f"WHERE organization_id = %s AND identity IN ({marks})",
-                    [organization_id, *chunk],
-                )
-                for identity, record_id, has_result in cursor.fetchall():
-                    found[identity] = (record_id, bool(has_result))
-    return found
+            for chunk in _chunks(values, SQLITE_BATCH):
+                match = f"{column} IN ({','.join(['%s'] * len(chunk))})"
+                cursor.execute(sql.format(match=match), [*before, *chunk, *after])
+                rows += cursor.fetchall()
+    return rows
+
+
+def records_by_identity(organization_id, identities):
+    """{identity: (id, has_result)} for those of `identities` stored for the organization."""
+    rows = _select_in(
+        f"SELECT identity, id, has_result FROM {_RECORD} WHERE organization_id = %s AND {{match}}",
+        "identity", identities, before=[organization_id],
+    )
+    return {identity: (record_id, bool(has_result)) for identity, record_id, has_result in rows}
 
 
 def insert_records(organization_id, rows, created_at):
@@ -110,23 +112,9 @@ def insert_inputs(organization_id, rows):
 
 def asked_since(record_ids, since):
     """Those of `record_ids` that we asked an engine to export after `since`."""
-    found = set()
     since = connection.ops.adapt_datetimefield_value(since)
-    with connection.cursor() as cursor:
-        if _postgres():
-            for chunk in _chunks(record_ids, POSTGRES_BATCH):
-                cursor.execute(
-                    f"SELECT record_id FROM {_PENDING} "
-                    "WHERE record_id = ANY(string_to_array(%s, ',')::bigint[]) AND asked_at > %s",
-                    [",".join(map(str, chunk)), since],
-                )
-                found.update(row[0] for row in cursor.fetchall())
-        else:
-            for chunk in _chunks(record_ids, SQLITE_BATCH):
-                marks = ",".join(["%s"] * len(chunk))
-                cursor.execute(
-                    f"SELECT record_id FROM {_PENDING} WHERE record_id IN ({marks}) AND asked_at > %s",
-                    [*chunk, since],
-                )
-                found.update(row[0] for row in cursor.fetchall())
-    return found
+    rows = _select_in(
+        f"SELECT record_id FROM {_PENDING} WHERE {{match}} AND asked_at > %s",
+        "record_id", record_ids, after=[since], cast="::bigint[]",
+    )
+    return {row[0] for row in rows}
