@@ -8,6 +8,17 @@ from tests.support import LiveService
 from tests.buildkit_oracle import key, link, output_key, random_key_id, result, root_key, sha
 
 
+def post_records_chunked(service, token, body):
+    """POST /records with the body sent chunked, as the engine's Go client sends it."""
+    return requests.post(
+        service.url + "/magicache/records",
+        data=(body[i : i + 65536] for i in range(0, len(body), 65536)),
+        headers={"Content-Type": "application/json"},
+        auth=(token, ""),
+        timeout=120,
+    )
+
+
 def test_large_chunked_export_through_gunicorn(live_service, org, token):
     image = root_key(sha("image"))
     ids = [random_key_id() for _ in range(20_000)]
@@ -15,13 +26,7 @@ def test_large_chunked_export_through_gunicorn(live_service, org, token):
     links = [link(k, image, 0, output_key(sha(f"op {n}"))) for n, k in enumerate(ids)]
     body = orjson.dumps({"CacheKeys": keys, "Links": links}) + b"\n"
     assert len(body) > 5 * 1024 * 1024
-    response = requests.post(
-        live_service.url + "/magicache/records",
-        data=(body[i : i + 65536] for i in range(0, len(body), 65536)),
-        headers={"Content-Type": "application/json"},
-        auth=(token, ""),
-        timeout=120,
-    )
+    response = post_records_chunked(live_service, token, body)
     assert response.status_code == 200, response.text[:500]
     assert len(response.json()["ExportRecords"]) == 500  # CACHEWEB_EXPORT_RECORDS_MAX
     assert Record.objects.filter(organization=org).count() == 20_001
@@ -83,13 +88,7 @@ def test_engines_posting_the_same_new_graph_at_once(live_service, org, token):
     statuses = []
 
     def post(body):
-        response = requests.post(
-            live_service.url + "/magicache/records",
-            data=(body[i : i + 65536] for i in range(0, len(body), 65536)),
-            headers={"Content-Type": "application/json"},
-            auth=(token, ""),
-            timeout=120,
-        )
+        response = post_records_chunked(live_service, token, body)
         statuses.append((response.status_code, response.text[:300]))
 
     threads = [threading.Thread(target=post, args=(body,)) for body in bodies]
