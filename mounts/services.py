@@ -334,14 +334,14 @@ def release_old_snapshots(mount, keep=None, now=None):
     return MountSnapshot.objects.filter(pk__in=stale).update(released_at=now or timezone.now())
 
 
-def referenced_digests(organization):
-    """Digests that unreleased snapshots still need: garbage collection must keep these
-    blobs even when a released snapshot names the same digest."""
-    return set(
-        MountSnapshot.objects.filter(mount__organization=organization, released_at__isnull=True)
-        .exclude(state=SnapshotState.FAILED)
-        .values_list("digest", flat=True)
-    )
+def referenced_digests(organization, digests=None):
+    """Digests that unreleased snapshots still need (of `digests` only, when given):
+    garbage collection must keep these blobs even when a released snapshot names the
+    same digest."""
+    needing = MountSnapshot.objects.filter(mount__organization=organization, released_at__isnull=True)
+    if digests is not None:
+        needing = needing.filter(digest__in=digests)
+    return set(needing.exclude(state=SnapshotState.FAILED).values_list("digest", flat=True))
 
 
 def released_digests(organization):
@@ -373,7 +373,7 @@ def evict_mount(mount):
         digests = set(mount.snapshots.values_list("digest", flat=True))
         deleted, _ = mount.snapshots.all().delete()
     # Decided after the snapshots are gone, so that they no longer count as holders.
-    still_needed = referenced_digests(organization)
+    still_needed = referenced_digests(organization, digests)
     still_needed.update(
         Layer.objects.filter(organization=organization, digest__in=digests).values_list("digest", flat=True)
     )

@@ -37,6 +37,7 @@ from blobs.models import Blob, BlobState
 from blobs.services import delete_blob, flush_uses
 from blobs.storage import StoreUnavailable
 from mounts.models import MountSnapshot, SnapshotState
+from mounts.services import referenced_digests
 from records.models import Layer, PendingExport
 from records.services import blobs_lost
 
@@ -214,17 +215,6 @@ def _blobs(organization, cutoff):
     )
 
 
-def _needed_by_snapshots(organization, digests):
-    """Those of `digests` that a snapshot still needs. The rule of
-    mounts.services.referenced_digests (not released, not failed), asked per batch so
-    that it is read right before the deletions it guards."""
-    return set(
-        MountSnapshot.objects.filter(mount__organization=organization, digest__in=digests, released_at__isnull=True)
-        .exclude(state=SnapshotState.FAILED)
-        .values_list("digest", flat=True)
-    )
-
-
 def _collect_blobs(organization, cutoff, deleter, report, dry_run):
     """Delete the unreferenced, settled blobs. Returns the bytes of the verified ones
     among them (a dry run's eviction must not count them a second time)."""
@@ -238,7 +228,7 @@ def _collect_blobs(organization, cutoff, deleter, report, dry_run):
         if not batch:
             break
         last_pk = batch[-1][0]
-        needed = _needed_by_snapshots(organization, [digest for _, digest, _, _ in batch])
+        needed = referenced_digests(organization, [digest for _, digest, _, _ in batch])
         for _, digest, size, state in batch:
             if digest in needed:
                 continue
@@ -286,7 +276,7 @@ def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verifi
         batch = list(page.values_list("pk", "digest", "size", "last_use", "in_layer", "settled")[:BATCH])
         if not batch:
             return
-        needed = _needed_by_snapshots(organization, [row[1] for row in batch]) if dry_run else set()
+        needed = referenced_digests(organization, [row[1] for row in batch]) if dry_run else set()
         plan = []
         planned_total = total
         reached_enough = False
