@@ -15,6 +15,7 @@ from accounts.models import Engine
 from blobs.models import Blob, BlobState
 from blobs.services import InvalidDigest, validate_digest
 from mounts.models import CacheMount, MountPolicy, MountSnapshot, SnapshotState
+from mounts.services import organization_mount_bytes
 from records.models import Layer, Record, Result, ResultLayer
 
 # ?sort= keys of the blob listing and the column each sorts by.
@@ -57,7 +58,6 @@ def totals(organization):
         .annotate(current_size=Subquery(current_size))
         .aggregate(count=Count("pk"), current_bytes=Sum("current_size"))
     )
-    live_bytes = MountSnapshot.objects.live().filter(mount__organization=organization).aggregate(total=Sum("size"))
     return Totals(
         verified_blobs=blobs["verified"],
         verified_bytes=blobs["verified_bytes"] or 0,
@@ -68,7 +68,7 @@ def totals(organization):
         layers=Layer.objects.filter(organization=organization).count(),
         mounts=mounts["count"],
         current_snapshot_bytes=mounts["current_bytes"] or 0,
-        live_snapshot_bytes=live_bytes["total"] or 0,
+        live_snapshot_bytes=organization_mount_bytes(organization),
     )
 
 
