@@ -58,4 +58,8 @@ class EngineAdmin(admin.ModelAdmin):
     list_display = ["engine_id", "organization", "first_seen", "last_seen", "remote_addr", "user_agent"]
     list_filter = ["organization"]
     search_fields = ["engine_id", "remote_addr", "user_agent"]
-    readonly_fields = ["first_seen", "last_seen", "remote_addr", "user_agent", "last_token"]
+    readonly_fields = ["organization", "engine_id", "first_seen", "last_seen", "remote_addr", "user_agent", "last_token"]
+
+    def has_add_permission(self, request, obj=None):
+        # Engines register themselves through /config.
+        return False

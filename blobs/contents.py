@@ -185,6 +185,10 @@ class ContentsSummary:
     top_level: list = field(default_factory=list)
     root_files: dict = field(default_factory=lambda: {"files": 0, "bytes": 0})
     largest_files: list = field(default_factory=list)
+    # Every entry, [path, size, kind] in archive order, when a listing was asked for: up
+    # to `listing_limit` of them (listing_truncated says whether there were more).
+    listing: list = field(default_factory=list)
+    listing_truncated: bool = False
 
     @property
     def complete(self):
@@ -220,9 +224,26 @@ def _clean_path(name):
     return text.lstrip("/")
 
 
+# Kinds in a listing: file, directory, symlink, hardlink, other.
+FILE, DIRECTORY, SYMLINK, HARDLINK, OTHER = "f", "d", "l", "h", "o"
+
+
+def _kind(member):
+    if member.isreg():
+        return FILE
+    if member.isdir():
+        return DIRECTORY
+    if member.issym():
+        return SYMLINK
+    if member.islnk():
+        return HARDLINK
+    return OTHER
+
+
 class _Tally:
-    def __init__(self, summary):
+    def __init__(self, summary, listing_limit=0):
         self.summary = summary
+        self.listing_limit = listing_limit
         self.top = {}
         self.top_overflow = {"name": "(other directories)", "files": 0, "bytes": 0, "directories": 0}
         self.largest = []
@@ -242,6 +263,11 @@ class _Tally:
         path = _clean_path(member.name)
         if path in ("", "."):
             return
+        if self.listing_limit:
+            if len(s.listing) < self.listing_limit:
+                s.listing.append([path[:MAX_PATH_STORED], max(member.size, 0) if member.isreg() else 0, _kind(member)])
+            else:
+                s.listing_truncated = True
         head, sep, _ = path.partition("/")
         if member.isdir():
             s.directories += 1
@@ -296,8 +322,9 @@ def _decompressed(buffered, budget):
     return "none", _DecompressedBudget(buffered, budget)
 
 
-def index_stream(source, limits=None):
-    """Summarize the tar archive (zstd, gzip or uncompressed) readable from `source`.
+def index_stream(source, limits=None, listing_limit=0):
+    """Summarize the tar archive (zstd, gzip or uncompressed) readable from `source`;
+    with `listing_limit`, also list its first that many entries.
 
     Never raises for bad or hostile input: the summary's status says complete,
     truncated (a bound was reached; `reason` says which and the counts are partial)
@@ -307,7 +334,7 @@ def index_stream(source, limits=None):
     budget = _Budget(limits)
     raw = _CountingRaw(source, budget)
     summary = ContentsSummary()
-    tally = _Tally(summary)
+    tally = _Tally(summary, listing_limit)
     try:
         buffered = io.BufferedReader(raw, buffer_size=RAW_BUFFER)
         summary.compression, stream = _decompressed(buffered, budget)
@@ -366,10 +393,10 @@ def open_blob_stream(organization, digest):
         raise BlobMissing(digest) from None
 
 
-def index_blob(organization, digest, limits=None):
+def index_blob(organization, digest, limits=None, listing_limit=0):
     """index_stream over a stored blob of `organization` (a snapshot or a layer)."""
     stream = open_blob_stream(organization, digest)
     try:
-        return index_stream(stream, limits)
+        return index_stream(stream, limits, listing_limit)
     finally:
         stream.close()

@@ -281,6 +281,8 @@ MOUNT_UPLOAD_GRACE = env_int("CACHEWEB_MOUNT_UPLOAD_GRACE", 300, minimum=0)
 CONTENTS_INDEX_MAX_SECONDS = env_int("CACHEWEB_INDEX_MAX_SECONDS", 300, minimum=1)
 CONTENTS_INDEX_MAX_ENTRIES = env_int("CACHEWEB_INDEX_MAX_ENTRIES", 2_000_000, minimum=1)
 CONTENTS_INDEX_MAX_BYTES = env_int("CACHEWEB_INDEX_MAX_BYTES", 64 << 30, minimum=1)
+# Entries of a layer's file listing kept for its searchable listing on the dashboard.
+LAYER_LISTING_MAX = env_int("CACHEWEB_LAYER_LISTING_MAX", 20_000, minimum=0)
 
 # records
 # At most this many ExportRecords entries per /records answer: an engine exports them

@@ -16,12 +16,15 @@ from blobs.storage import StoreUnavailable
 from dashboard import queries
 from mounts.models import CacheMount
 from mounts.services import evict_mount as evict_mount_snapshots
+from records import steps
 
 PER_PAGE = 50
 # S3 not answering, or the built-in store's disk refusing the unlink (read-only, I/O
 # error): either way the bytes, and so the row, are still there (retention does the same).
 STORE_FAILURES = (StoreUnavailable, OSError)
 SHOWN_ON_OVERVIEW = 10
+# Steps named on a blob's eviction page (the rest are a link away).
+STEPS_NAMED = 20
 
 
 def _context(request, organization, section, **extra):
@@ -39,6 +42,8 @@ def overview(request, slug):
     org = organization_for(request.user, slug)
     largest, _ = queries.blob_listing(org, "-size")
     recent, _ = queries.blob_listing(org, "-last_used")
+    largest_steps = steps.step_listing(org, steps.StepQuery(sort="-total_size"))[:SHOWN_ON_OVERVIEW]
+    recent_steps = steps.step_listing(org, steps.StepQuery(sort="-last_used", used="yes"))[:SHOWN_ON_OVERVIEW]
     return render(
         request,
         "dashboard/cache.html",
@@ -47,6 +52,8 @@ def overview(request, slug):
             org,
             "overview",
             totals=queries.totals(org),
+            largest_steps=steps.describe_steps(org, largest_steps),
+            recent_steps=steps.describe_steps(org, recent_steps),
             largest=queries.describe_blobs(org, largest[:SHOWN_ON_OVERVIEW]),
             recent=queries.describe_blobs(org, recent.filter(last_used_at__isnull=False)[:SHOWN_ON_OVERVIEW]),
             here=request.get_full_path(),
@@ -102,7 +109,15 @@ def evict_blob(request, slug, digest):
         raise Http404("no such blob")
     back = _back(request, reverse("cache-blobs", args=[org.slug]))
     if request.method == "GET":
-        return render(request, "dashboard/blob_evict.html", _context(request, org, "blobs", blob=blob, back=back))
+        using = steps.step_listing(org, steps.StepQuery(layer=blob.digest)) if blob.in_layer else None
+        return render(
+            request,
+            "dashboard/blob_evict.html",
+            _context(
+                request, org, "blobs", blob=blob, back=back,
+                steps=steps.describe_steps(org, using[:STEPS_NAMED]) if using is not None else [],
+            ),
+        )
     try:
         delete_blob(org, blob.digest)
     except STORE_FAILURES as exc:

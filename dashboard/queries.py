@@ -16,6 +16,8 @@ from blobs.models import Blob, BlobState
 from blobs.services import InvalidDigest, validate_digest
 from mounts.models import CacheMount, MountPolicy, MountSnapshot, SnapshotState
 from mounts.services import organization_mount_bytes
+from records import steps
+from records.digests import could_start_a_digest, digest_prefix
 from records.models import Layer, Record, Result, ResultLayer
 
 # ?sort= keys of the blob listing and the column each sorts by.
@@ -26,7 +28,6 @@ BLOB_SORTS = {
     "verified": "verified_at",
 }
 DEFAULT_BLOB_SORT = "-size"
-DIGEST_SCHEME = "sha256:"
 
 
 @dataclass(frozen=True)
@@ -86,29 +87,13 @@ def blob_ordering(sort):
     return sort, [first, "digest"]
 
 
-def digest_prefix(text):
-    """What an operator typed to find blobs, as a prefix of stored digests: with or
-    without 'sha256:', in any case."""
-    text = (text or "").strip().lower()
-    if not text or text.startswith(DIGEST_SCHEME) or DIGEST_SCHEME.startswith(text):
-        return text
-    return DIGEST_SCHEME + text
-
-
-def _could_start_a_digest(prefix):
-    hex_part = prefix.removeprefix(DIGEST_SCHEME)
-    if hex_part == prefix:
-        return DIGEST_SCHEME.startswith(prefix)
-    return len(hex_part) <= 64 and all(ch in "0123456789abcdef" for ch in hex_part)
-
-
 def blob_listing(organization, sort=DEFAULT_BLOB_SORT, prefix=""):
     """(the organization's blobs in the order asked for, the sort in effect). Plain rows:
     pass those shown to describe_blobs()."""
     sort, ordering = blob_ordering(sort)
     rows = Blob.objects.filter(organization=organization)
     prefix = digest_prefix(prefix)
-    if prefix and not _could_start_a_digest(prefix):
+    if prefix and not could_start_a_digest(prefix):
         # Text no digest starts with matches nothing, and is never sent to the database:
         # PostgreSQL refuses a NUL character in a query outright.
         rows = rows.none()
@@ -121,6 +106,7 @@ def describe_blobs(organization, rows):
     """The blobs of `rows` (a page of blob_listing), in the same order, each with
     in_layer: a layer of the cache graph is this blob;
     result_count: results whose layer chain includes it;
+    step_count: steps whose current result's chain includes it (records.steps);
     snapshot_mount: a mount whose unreleased snapshot is this blob, or None;
     released_mount: a mount whose released snapshot is this blob, or None;
     exporter: the engine that exported the first result using it, else the one that
@@ -154,7 +140,9 @@ def describe_blobs(organization, rows):
     mount_ids = {b.snapshot_mount_id for b in blobs} | {b.released_mount_id for b in blobs}
     mounts = CacheMount.objects.order_by().only("pk", "name").in_bulk(mount_ids - {None})
     engines = Engine.objects.order_by().only("pk", "engine_id").in_bulk({b.exporter_id for b in blobs} - {None})
+    step_counts = steps.steps_by_layer(organization, [b.digest for b in blobs if b.in_layer])
     for blob in blobs:
+        blob.step_count = step_counts.get(blob.digest, 0)
         blob.snapshot_mount = mounts.get(blob.snapshot_mount_id)
         blob.released_mount = mounts.get(blob.released_mount_id)
         blob.exporter = engines.get(blob.exporter_id)

@@ -1,35 +1,29 @@
+"""Admin pages for the cache graph. Engines create these rows: admin shows them and lets a
+superuser evict, never add or rewrite what an engine said. Deleting a result goes through
+the same eviction service as the dashboard, so its unshared layers' bytes go too."""
+
 from django.contrib import admin
+from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html, format_html_join
 
-from records import services
-from records.models import ImportSnapshot, Layer, PendingExport, Record, RecordInput, Result, ResultLayer
+from records import eviction
+from records.models import ImportSnapshot, Layer, LayerContents, PendingExport, Record, RecordInput, Result, ResultLayer
 
 
-class GraphChangeAdmin(admin.ModelAdmin):
-    """Edits made by hand change what /import must say: mark the organization changed."""
+class EngineRowsAdmin(admin.ModelAdmin):
+    """Rows only engines create: no Add button, every field read-only."""
 
-    def organization_of(self, obj):
-        return obj.organization
+    def has_add_permission(self, request, obj=None):
+        return False
 
-    def changed(self, objs):
-        organizations = {self.organization_of(obj) for obj in objs}
-        for organization in organizations:
-            services.mark_changed(organization)
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields] + list(self.extra_readonly)
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        self.changed([obj])
+    extra_readonly = ()
 
-    def delete_model(self, request, obj):
-        organization = self.organization_of(obj)
-        super().delete_model(request, obj)
-        services.mark_changed(organization)
 
-    def delete_queryset(self, request, queryset):
-        organizations = {self.organization_of(obj) for obj in queryset}
-        super().delete_queryset(request, queryset)
-        for organization in organizations:
-            services.mark_changed(organization)
+def human_size(value):
+    return "-" if value is None else f"{filesizeformat(value)} ({value:,} bytes)"
 
 
 class RecordInputInline(admin.TabularInline):
@@ -37,10 +31,8 @@ class RecordInputInline(admin.TabularInline):
     fk_name = "record"
     fields = ["index", "selector", "source"]
     readonly_fields = fields
-    raw_id_fields = ["source"]
     extra = 0
     can_delete = False
-    show_change_link = False
     verbose_name = "input"
     verbose_name_plural = "inputs (alternatives per input index)"
 
@@ -51,25 +43,34 @@ class RecordInputInline(admin.TabularInline):
 
 class ResultInline(admin.TabularInline):
     model = Result
-    fields = ["description", "complete", "created_at", "exported_at", "engine", "cache_ref_id"]
+    fields = ["description", "complete", "chain_size_human", "created_at", "exported_at", "engine", "cache_ref_id"]
     readonly_fields = fields
     extra = 0
+    can_delete = False
     show_change_link = True
 
     def has_add_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="chain size")
+    def chain_size_human(self, obj):
+        return filesizeformat(obj.chain_size)
+
 
 @admin.register(Record)
-class RecordAdmin(GraphChangeAdmin):
+class RecordAdmin(EngineRowsAdmin):
     list_display = ["short_identity", "description", "digest", "input_count", "has_result", "organization", "created_at"]
     list_filter = ["organization", "has_result"]
     search_fields = ["identity", "digest", "description", "results__description"]
-    readonly_fields = ["organization", "identity", "digest", "input_count", "has_result", "created_at", "layer_chain"]
-    fields = readonly_fields + ["description"]
+    extra_readonly = ["layer_chain"]
     inlines = [RecordInputInline, ResultInline]
     list_select_related = ["organization"]
     show_full_result_count = False
+
+    def has_delete_permission(self, request, obj=None):
+        # A record is part of other records' identities; evict its step instead (its
+        # results), from the dashboard or from the result's admin page.
+        return False
 
     @admin.display(description="identity")
     def short_identity(self, obj):
@@ -84,7 +85,8 @@ class RecordAdmin(GraphChangeAdmin):
         return format_html(
             "<ol>{}</ol>",
             format_html_join(
-                "", "<li><code>{}</code> {} ({} bytes)</li>", ((r.layer.digest, r.layer.media_type, r.layer.size) for r in rows)
+                "", "<li><code>{}</code> {} ({})</li>",
+                ((r.layer.digest, r.layer.media_type, filesizeformat(r.layer.size)) for r in rows),
             ),
         )
 
@@ -110,16 +112,15 @@ class ResultLayerInline(admin.TabularInline):
 
     @admin.display(description="size")
     def size(self, obj):
-        return obj.layer.size
+        return filesizeformat(obj.layer.size)
 
 
 @admin.register(Result)
-class ResultAdmin(GraphChangeAdmin):
-    list_display = ["__str__", "record", "complete", "created_at", "exported_at", "engine", "organization"]
+class ResultAdmin(EngineRowsAdmin):
+    list_display = ["__str__", "record", "complete", "chain_size_human", "created_at", "exported_at", "engine", "organization"]
     list_filter = ["record__organization", "complete"]
     search_fields = ["description", "record__identity", "record__digest", "chain_layers__layer__digest"]
-    readonly_fields = ["record", "chain", "cache_ref_id", "created_at", "exported_at", "token", "engine"]
-    fields = ["description", "complete"] + readonly_fields
+    extra_readonly = ["size_human", "chain_size_human"]
     inlines = [ResultLayerInline]
     list_select_related = ["record", "record__organization", "engine"]
     show_full_result_count = False
@@ -128,24 +129,23 @@ class ResultAdmin(GraphChangeAdmin):
     def organization(self, obj):
         return obj.record.organization
 
-    def organization_of(self, obj):
-        return obj.record.organization
+    @admin.display(description="own layer")
+    def size_human(self, obj):
+        return human_size(obj.size)
 
-    def changed(self, objs):
-        # has_result decides whether engines are asked to export the record again.
-        for obj in objs:
-            complete = Result.objects.filter(record_id=obj.record_id, complete=True).exists()
-            Record.objects.filter(pk=obj.record_id).update(has_result=complete)
-        super().changed(objs)
+    @admin.display(description="chain size", ordering="chain_size")
+    def chain_size_human(self, obj):
+        return filesizeformat(obj.chain_size)
 
     def delete_model(self, request, obj):
-        super().delete_model(request, obj)
-        self.changed([obj])
+        eviction.evict_results(obj.record.organization, [obj.pk])
 
     def delete_queryset(self, request, queryset):
-        objs = list(queryset)
-        super().delete_queryset(request, queryset)
-        self.changed(objs)
+        by_org = {}
+        for result in queryset.select_related("record__organization"):
+            by_org.setdefault(result.record.organization, []).append(result.pk)
+        for organization, ids in by_org.items():
+            eviction.evict_results(organization, ids)
 
     def get_search_results(self, request, queryset, search_term):
         queryset, duplicates = super().get_search_results(request, queryset, search_term)
@@ -153,25 +153,49 @@ class ResultAdmin(GraphChangeAdmin):
 
 
 @admin.register(Layer)
-class LayerAdmin(GraphChangeAdmin):
-    list_display = ["digest", "media_type", "size", "organization", "created_at", "last_used_at"]
+class LayerAdmin(EngineRowsAdmin):
+    list_display = ["digest", "media_type", "size_human", "organization", "created_at", "last_used_at"]
     list_filter = ["organization", "media_type"]
     search_fields = ["digest", "diff_id"]
-    readonly_fields = ["organization", "digest", "media_type", "size", "diff_id", "created_at", "last_used_at"]
+    extra_readonly = ["size_human"]
     show_full_result_count = False
+
+    def has_delete_permission(self, request, obj=None):
+        # Evict the steps using it, or its blob: deleting the row alone left the bytes.
+        return False
+
+    @admin.display(description="size", ordering="size")
+    def size_human(self, obj):
+        return human_size(obj.size)
+
+
+@admin.register(LayerContents)
+class LayerContentsAdmin(EngineRowsAdmin):
+    list_display = ["layer", "state", "file_count", "indexed_at"]
+    list_filter = ["state"]
+    exclude = ["listing"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f for f in super().get_readonly_fields(request, obj) if f != "listing"]
 
 
 @admin.register(PendingExport)
-class PendingExportAdmin(admin.ModelAdmin):
+class PendingExportAdmin(EngineRowsAdmin):
     list_display = ["record", "cache_ref_id", "description", "asked_at"]
     list_filter = ["record__organization"]
     search_fields = ["description", "record__identity", "cache_ref_id"]
-    raw_id_fields = ["record"]
-    readonly_fields = ["token"]
 
 
 @admin.register(ImportSnapshot)
 class ImportSnapshotAdmin(admin.ModelAdmin):
-    list_display = ["organization", "generation", "built_generation", "record_count", "layer_count", "size", "built_at", "build_ms"]
-    readonly_fields = ["organization", "built_generation", "etag", "size", "record_count", "layer_count", "built_at", "build_ms"]
+    list_display = ["organization", "generation", "built_generation", "record_count", "layer_count", "size_human", "built_at", "build_ms"]
+    readonly_fields = ["organization", "built_generation", "etag", "size_human", "record_count", "layer_count", "built_at", "build_ms", "building_since"]
+    # Bumping the generation by hand forces a rebuild; nothing else here is to edit.
     fields = ["generation"] + readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="size")
+    def size_human(self, obj):
+        return human_size(obj.size)

@@ -107,6 +107,12 @@ class Result(models.Model):
         help_text="the engine last seen with the exporting token (exports do not name the engine)",
     )
     layers = models.ManyToManyField(Layer, through="ResultLayer", related_name="results")
+    # A result's chain never changes once stored, so what the steps pages sort and show
+    # is kept on the row instead of summed over the chain for every listing.
+    size = models.BigIntegerField(default=0, help_text="bytes of the top layer (the step's own)")
+    chain_size = models.BigIntegerField(default=0, help_text="bytes of the whole layer chain")
+    layer_count = models.PositiveIntegerField(default=0)
+    top_digest = models.CharField(max_length=DIGEST_LENGTH, blank=True, help_text="the top layer's digest")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["record", "chain"], name="result_chain_unique")]
@@ -127,6 +133,30 @@ class ResultLayer(models.Model):
             models.UniqueConstraint(fields=["result", "position"], name="result_layer_position_unique")
         ]
         ordering = ["result", "position"]
+
+
+class ContentsState(models.TextChoices):
+    PENDING = "pending", "being indexed"
+    COMPLETE = "complete", "complete"
+    TRUNCATED = "truncated", "partial (a limit was reached)"
+    INVALID = "invalid", "not a tar archive"
+    MISSING = "missing", "blob not stored"
+
+
+class LayerContents(models.Model):
+    """What a layer's tar holds, indexed in the background the first time someone asks."""
+
+    layer = models.OneToOneField(Layer, on_delete=models.CASCADE, related_name="contents")
+    state = models.CharField(max_length=10, choices=ContentsState.choices, default=ContentsState.PENDING)
+    summary = models.JSONField(null=True, blank=True, help_text="blobs.contents summary")
+    listing = models.JSONField(null=True, blank=True, help_text="[[path, size, kind], ...], capped")
+    file_count = models.BigIntegerField(null=True, blank=True)
+    uncompressed_bytes = models.BigIntegerField(null=True, blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"contents of {self.layer_id} ({self.state})"
 
 
 class PendingExport(models.Model):

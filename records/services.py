@@ -316,6 +316,10 @@ def _store_results(organization, token, accepted, now):
                 exported_at=now,
                 token=token,
                 engine=engine,
+                size=layers[-1]["size"],
+                chain_size=sum(desc["size"] for desc in layers),
+                layer_count=len(layers),
+                top_digest=digests[-1],
             )
         )
     Result.objects.bulk_create(results, ignore_conflicts=True)

@@ -1,7 +1,8 @@
 from celery import shared_task
+from django.conf import settings
 
 from accounts.models import Organization
-from records import importconfig
+from records import importconfig, layer_contents
 
 
 @shared_task(name="records.tasks.rebuild_import", ignore_result=True)
@@ -11,3 +12,13 @@ def rebuild_import(organization_id):
     organization = Organization.objects.filter(pk=organization_id).first()
     if organization is not None:
         importconfig.rebuild(organization)
+
+
+# The indexer bounds itself; the hard limit only catches a worker stuck outside it.
+@shared_task(
+    name="records.tasks.index_layer_contents",
+    ignore_result=True,
+    time_limit=settings.CONTENTS_INDEX_MAX_SECONDS * 2 + 60,
+)
+def index_layer_contents(layer_id):
+    layer_contents.index_layer(layer_id)
