@@ -31,7 +31,10 @@ def a_layer(org, digest, size, results=1, engine=None):
         record = Record.objects.create(
             organization=org, identity=sha(f"identity {digest} {i}"), digest=sha(f"record {digest} {i}"), has_result=True
         )
-        chain = Result.objects.create(record=record, chain=sha(f"chain {digest}"), created_at=NOW, engine=engine)
+        chain = Result.objects.create(
+            record=record, chain=sha(f"chain {digest}"), created_at=NOW, engine=engine,
+            size=size, chain_size=size, layer_count=1, top_digest=digest,
+        )
         ResultLayer.objects.create(result=chain, position=0, layer=layer)
     return layer
 

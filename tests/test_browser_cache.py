@@ -54,7 +54,7 @@ def test_maintainer_sees_the_cache_and_evicts_a_blob(static_files, live_service,
         page.click("nav.subnav >> text=Blobs")
         row = page.locator(f"tr[data-digest='{layer}']")
         assert "5.0\xa0MB" in row.inner_text()
-        assert "layer of 2 results" in row.inner_text() and "ci-builder-1" in row.inner_text()
+        assert "layer of 2 steps" in row.inner_text() and "ci-builder-1" in row.inner_text()
         # Shown short; the whole digest is its hover title and its text.
         assert row.locator("code.digest").get_attribute("title") == layer
         assert row.locator("code.digest").inner_text() == layer

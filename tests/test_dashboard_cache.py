@@ -131,7 +131,7 @@ def test_blob_rows_say_what_each_blob_is(client, operators, org, mount):
     assert (released.snapshot_mount, released.released_mount.name) == (None, "npm")
     assert (loose.in_layer, loose.snapshot_mount, loose.released_mount, loose.exporter) == (False, None, None, None)
     page = resp.content.decode()
-    assert "layer of 3 results" in page and "builder-7" in page
+    assert "3 steps</a>" in page and "builder-7" in page
     assert "snapshot of mount" in page and "released snapshot of mount" in page and "unreferenced" in page
     # The full digest is in the row (copyable) and in its title (hover).
     assert f'<code class="digest" title="{sha("layer")}">{sha("layer")}</code>' in page
@@ -197,16 +197,23 @@ def test_listings_cost_the_same_queries_whatever_their_length(
             a_snapshot(CacheMount.objects.create(organization=org, name=f"m{i}"), digest, 100 + i, engine=engine,
                        released=i % 2 == 0)
     login(client, operators, "maintainer")
-    # Session, user, organization, role; then count, page ids, their usage, mounts, engines.
-    with django_assert_max_num_queries(9):
+    # Session, user, organization, role; then count, page ids, their usage, mounts, engines,
+    # the steps using them.
+    with django_assert_max_num_queries(10):
         assert client.get("/orgs/acme/cache/blobs/").status_code == 200
-    # Six for the totals, and two short blob lists.
-    with django_assert_max_num_queries(18):
+    # Six for the totals, two short step lists (rows, dependants, descriptions) and two
+    # short blob lists.
+    with django_assert_max_num_queries(28):
         assert client.get("/orgs/acme/cache/").status_code == 200
     # Session, user, organization, role, count, rows, current snapshots, policy.
     with django_assert_max_num_queries(8):
         resp = client.get("/orgs/acme/cache/mounts/")
     assert len(resp.context["page"].object_list) == 21
+    # Session, user, organization, role, count, rows, dependants, shared descriptions,
+    # the engines to filter by.
+    with django_assert_max_num_queries(9):
+        resp = client.get("/orgs/acme/cache/steps/")
+    assert len(resp.context["page"].object_list) == 40
 
 
 @pytest.mark.django_db
@@ -406,7 +413,7 @@ def test_evicted_layer_leaves_the_import_and_is_asked_for_again(client, operator
 
     login(client, operators, "maintainer")
     listing = client.get("/orgs/acme/cache/blobs/").content.decode()
-    assert "layer of 1 result" in listing and "builder-1" in listing
+    assert "1 step</a>" in listing and "builder-1" in listing
     assert client.post(evict_url(sha("only layer"))).status_code == 302
 
     assert get_import(client, token) == {"layers": [], "records": []}

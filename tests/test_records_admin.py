@@ -54,6 +54,7 @@ def test_result_page_shows_the_layer_chain(admin_client, graph):
     page = admin_client.get(reverse("admin:records_result_change", args=[res.pk]))
     assert page.status_code == 200
     content = page.content.decode()
+    content = content[content.lower().index("layer chain (base first)") :]
     top = res.chain_layers.get(position=1).layer.digest
     assert content.index(sha("base")) < content.index(top)  # base layer first
     assert admin_client.get(reverse("admin:records_result_changelist"), {"q": "go build"}).status_code == 200
@@ -65,35 +66,3 @@ def test_layer_search(admin_client, graph):
     assert sha("base").encode() in page.content
     layer = Layer.objects.get(digest=sha("base"))
     assert admin_client.get(reverse("admin:records_layer_change", args=[layer.pk])).status_code == 200
-
-
-def test_marking_a_result_incomplete_by_hand_changes_the_import(admin_client, graph, client, token):
-    from records.models import ImportSnapshot
-    from tests.buildkit_oracle import get_import
-
-    before = get_import(client, token)
-    res = Result.objects.get(description="exec go build ./...")
-    page = admin_client.post(
-        reverse("admin:records_result_change", args=[res.pk]),
-        {
-            "description": res.description,  # "complete" left unchecked
-            "chain_layers-TOTAL_FORMS": "0",
-            "chain_layers-INITIAL_FORMS": "0",
-        },
-    )
-    assert page.status_code == 302
-    assert not Record.objects.get(pk=res.record_id).has_result
-    snapshot = ImportSnapshot.objects.get(organization=res.record.organization)
-    assert snapshot.generation > snapshot.built_generation
-    after = get_import(client, token)
-    assert len(after["records"]) == len(before["records"]) - 1
-
-
-def test_deleting_a_layer_by_hand_changes_the_import(admin_client, graph, client, token):
-    from tests.buildkit_oracle import get_import
-
-    before = get_import(client, token)
-    layer = Layer.objects.get(digest=sha("base"))
-    page = admin_client.post(reverse("admin:records_layer_delete", args=[layer.pk]), {"post": "yes"})
-    assert page.status_code == 302
-    assert get_import(client, token)["records"] == [] != before["records"]
