@@ -36,7 +36,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from blobs import signing
 from blobs.models import Blob, BlobState
-from blobs.signals import blob_lost, blob_verified
+from blobs.signals import blob_lost, blob_verified, blobs_used
 from blobs.storage import StoreUnavailable, UploadRejected, get_store, sha256_b64
 
 log = logging.getLogger("cacheweb.blobs")
@@ -431,6 +431,8 @@ def _write_uses(writes):
         Blob.objects.filter(organization_id=org_id, digest=digest).update(
             use_count=F("use_count") + count, last_used_at=last
         )
+    if writes:
+        blobs_used.send(sender=Blob, uses=[(org_id, digest, last) for (org_id, digest), _, last in writes])
 
 
 def flush_uses():

@@ -54,7 +54,7 @@ def step_list(request, slug):
             page=page,
             query=query,
             errors=errors,
-            engines=steps.exporting_engines(org),
+            engines=steps.filter_engines(org),
             sort_links=_sort_links(query),
             page_query=urlencode(query.params()) + "&",
             evict_query=urlencode(query.params()),

@@ -113,10 +113,13 @@ class Result(models.Model):
     chain_size = models.BigIntegerField(default=0, help_text="bytes of the whole layer chain")
     layer_count = models.PositiveIntegerField(default=0)
     top_digest = models.CharField(max_length=DIGEST_LENGTH, blank=True, help_text="the top layer's digest")
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, help_text="last download URL issued for the top layer since this result was stored"
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["record", "chain"], name="result_chain_unique")]
-        indexes = [models.Index(fields=["record", "complete"])]
+        indexes = [models.Index(fields=["record", "complete"]), models.Index(fields=["top_digest"])]
 
     def __str__(self):
         return self.description or f"result {self.pk} of {self.record_id}"

@@ -1,12 +1,12 @@
 """Keep the graph honest when blobs go away (the blob app deletes rows on eviction)."""
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
 from blobs.models import Blob
-from blobs.signals import blob_lost
-from records.models import Layer, Record
+from blobs.signals import blob_lost, blobs_used
+from records.models import Layer, Record, Result
 
 
 def _deleted_directly(origin, model):
@@ -51,3 +51,13 @@ def record_deleted(sender, instance, origin=None, **kwargs):
         dependants = Record.objects.filter(inputs__source=instance).exclude(pk=instance.pk).distinct()
         for dependant in dependants:
             dependant.delete()
+
+
+@receiver(blobs_used, sender=Blob, dispatch_uid="records-blobs-used")
+def top_layers_used(sender, uses, **kwargs):
+    # A step is used when an engine pulls its own layer: keep that on the result, where
+    # the steps listing sorts and filters by it.
+    for org_id, digest, last in uses:
+        Result.objects.filter(record__organization_id=org_id, top_digest=digest).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=last)
+        ).update(last_used_at=last)

@@ -16,7 +16,7 @@ step_listing(), so a search matches the same steps everywhere.
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Engine
@@ -28,7 +28,7 @@ from records.models import LayerContents, PendingExport, Record, RecordInput, Re
 STEP_SORTS = {
     "size": "size",
     "total_size": "chain_size",
-    "last_used": "last_used",
+    "last_used": "last_used_at",
     "created": "exported_at",
 }
 DEFAULT_STEP_SORT = "-created"
@@ -137,17 +137,19 @@ def current_results(organization):
     return Result.objects.filter(record__organization=organization, complete=True).filter(~Exists(newer))
 
 
-def _with_last_use(organization, results):
-    top_blob = Blob.objects.filter(organization=organization, digest=OuterRef("top_digest"))
-    return results.annotate(last_used=Subquery(top_blob.values("last_used_at")[:1]))
+# What a listed row reads: the sort spills to disk on wide rows, so only these.
+LISTED_FIELDS = [
+    "record_id", "description", "size", "chain_size", "layer_count", "exported_at", "last_used_at", "engine_id",
+    "top_digest", "record__id", "record__description", "record__digest", "record__has_result", "engine__id",
+    "engine__engine_id",
+]
 
 
 def step_listing(organization, query=StepQuery(), now=None):
     """The organization's steps matching `query`, in its order: current results with
-    their record and engine, annotated with last_used. Pass the rows shown to
-    describe_steps()."""
+    their record and engine. Pass the rows shown to describe_steps()."""
     now = now or timezone.now()
-    rows = _with_last_use(organization, current_results(organization))
+    rows = current_results(organization)
     if query.q:
         rows = rows.filter(Q(record__description__icontains=query.q) | Q(description__icontains=query.q))
     if query.description:
@@ -161,12 +163,12 @@ def step_listing(organization, query=StepQuery(), now=None):
     if query.max_age_days is not None:
         rows = rows.filter(exported_at__gte=now - timedelta(days=query.max_age_days))
     if query.used == "yes":
-        rows = rows.filter(last_used__isnull=False)
+        rows = rows.filter(last_used_at__isnull=False)
     elif query.used == "no":
-        rows = rows.filter(last_used__isnull=True)
+        rows = rows.filter(last_used_at__isnull=True)
     if query.layer:
         rows = rows.filter(Exists(ResultLayer.objects.filter(result_id=OuterRef("pk"), layer__digest=query.layer)))
-    return rows.select_related("record", "engine").order_by(*_ordering(query.sort))
+    return rows.select_related("record", "engine").only(*LISTED_FIELDS).order_by(*_ordering(query.sort))
 
 
 def _ordering(sort):
@@ -235,7 +237,6 @@ class StepDetail:
     chain: list  # the current result's ResultLayers, base first, with .layer, .blob, .layer_contents
     pending_export: PendingExport | None
     same_description: int = 1
-    last_used: object = None
     exporters: list = field(default_factory=list)  # [(engine or None, first export, last export, results)]
 
 
@@ -255,7 +256,6 @@ def step_detail(organization, record_id):
         Record.objects.filter(inputs__source=record).exclude(pk=record.pk).distinct().order_by("description", "pk")
     )
     chain = []
-    last_used = None
     if current is not None:
         chain = list(current.chain_layers.select_related("layer").order_by("position"))
         digests = [link.layer.digest for link in chain]
@@ -265,8 +265,6 @@ def step_detail(organization, record_id):
         for link in chain:
             link.blob = blobs.get(link.layer.digest)
             link.layer_contents = contents.get(link.layer_id)
-        top = blobs.get(current.top_digest)
-        last_used = top.last_used_at if top else None
     same = 1
     if record.description:
         same = current_results(organization).filter(record__description=record.description).count() or 1
@@ -280,7 +278,6 @@ def step_detail(organization, record_id):
         chain=chain,
         pending_export=PendingExport.objects.filter(record=record).first(),
         same_description=same,
-        last_used=last_used,
         exporters=_exporters(results),
     )
 
@@ -296,7 +293,6 @@ def _exporters(results):
     return sorted((tuple(entry) for entry in found.values()), key=lambda e: e[2], reverse=True)
 
 
-def exporting_engines(organization):
-    """The engines that exported at least one current result, for the engine filter."""
-    ids = current_results(organization).exclude(engine__isnull=True).order_by().values("engine_id").distinct()
-    return Engine.objects.filter(pk__in=Subquery(ids)).order_by("engine_id")
+def filter_engines(organization):
+    """The engines to filter steps by: the organization's engines, by id."""
+    return Engine.objects.filter(organization=organization).only("pk", "engine_id").order_by("engine_id")

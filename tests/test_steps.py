@@ -7,7 +7,7 @@ from urllib.parse import quote
 import pytest
 from django.utils import timezone
 
-from blobs.models import Blob
+from blobs.services import flush_uses, record_use
 from records import layer_contents, steps
 from records.models import Layer, LayerContents, Result
 from tests.step_graph import BUILD, COPY_MOD, PULL, chain, export_graph, layer_digest, size
@@ -108,12 +108,16 @@ def test_filter_by_age(client, operators, graph):
     assert listed(client.get("/orgs/acme/cache/steps/", {"min_age_days": 7, "max_age_days": 30})) == ids(graph, "mod")
 
 
-def test_filter_by_use_counts_downloads_of_the_steps_own_layer(client, operators, org, graph):
+def use(org, name, when=None):
+    """An engine is handed a download URL for the step's own layer."""
+    record_use(org, layer_digest(name), when or timezone.now())
+    flush_uses()
+
+
+def test_filter_by_use_counts_downloads_of_the_steps_own_layer(client, operators, org, graph, fresh_use_counts):
     # The image's layer is every step's base: its downloads make the image used, not the builds.
-    Blob.objects.filter(organization=org, digest=layer_digest("image")).update(last_used_at=timezone.now())
-    Blob.objects.filter(organization=org, digest=layer_digest("build-b")).update(
-        last_used_at=timezone.now() - timedelta(hours=1)
-    )
+    use(org, "image")
+    use(org, "build-b", timezone.now() - timedelta(hours=1))
     login(client, operators)
     assert listed(client.get("/orgs/acme/cache/steps/", {"used": "yes", "sort": "-last_used"})) == ids(graph, "image", "build-b")
     assert sorted(listed(client.get("/orgs/acme/cache/steps/", {"used": "no"}))) == sorted(ids(graph, "mod", "src", "build-a"))
@@ -270,8 +274,8 @@ def test_layer_of_another_organization_is_404(client, operators, other_org, grap
 # ---- the overview and the blobs ------------------------------------------------------------------
 
 
-def test_overview_lists_largest_and_recently_used_steps(client, operators, org, graph):
-    Blob.objects.filter(organization=org, digest=layer_digest("src")).update(last_used_at=timezone.now())
+def test_overview_lists_largest_and_recently_used_steps(client, operators, org, graph, fresh_use_counts):
+    use(org, "src")
     html = login(client, operators).get("/orgs/acme/cache/").content.decode()
     largest = html[html.index('id="largest-steps"') : html.index('id="recent-steps"')]
     recent = html[html.index('id="recent-steps"') :]
@@ -303,3 +307,14 @@ def test_engine_strings_are_escaped(client, org, token, operators):
     for url in ("/orgs/acme/cache/steps/", f"/orgs/acme/cache/steps/{record.pk}/"):
         html = client.get(url).content.decode()
         assert evil not in html and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+def test_a_download_url_makes_the_step_used(client, operators, org, token, graph, fresh_use_counts):
+    from tests.blob_helpers import download_url
+
+    assert download_url(client, token, layer_digest("build-a")).status_code == 200
+    result = Result.objects.get(record=graph.records["build-a"])
+    assert result.last_used_at is not None
+    assert Result.objects.filter(last_used_at__isnull=False).count() == 1
+    html = login(client, operators).get("/orgs/acme/cache/steps/", {"used": "yes"}).content.decode()
+    assert listed(type("R", (), {"content": html.encode()})) == ids(graph, "build-a")
