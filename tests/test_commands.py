@@ -157,6 +157,20 @@ def test_unknown_organization_exits_non_zero(args, transactional_db):
     assert "nosuch" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_serve_refuses_a_busy_port_naming_cacheweb_bind(monkeypatch):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        monkeypatch.setenv("CACHEWEB_BIND", f"127.0.0.1:{port}")
+        out = io.StringIO()
+        with pytest.raises(CommandError, match=f"CACHEWEB_BIND=127.0.0.1:{port}"):
+            call_command("serve", stdout=out)
+    assert out.getvalue() == ""
+
+
 @pytest.mark.django_db
 class TestBootstrap:
     def test_first_run_creates_admin_org_and_token(self, monkeypatch):
@@ -170,12 +184,27 @@ class TestBootstrap:
         value = next(line.split("=", 1)[1] for line in lines if line.startswith("_EXPERIMENTAL_DAGGER_CACHESERVICE_TOKEN="))
         assert EngineToken.objects.find(value).organization.slug == "default"
 
-    def test_second_run_keeps_admin_and_issues_new_token(self):
+    def test_second_run_keeps_admin_and_issues_no_token(self, monkeypatch):
+        monkeypatch.setenv("CACHEWEB_BIND", "127.0.0.1:9999")
         run("bootstrap")
         out = run("bootstrap")
         assert get_user_model().objects.count() == 1
-        assert "password:" not in out
+        assert "password:" not in out and "_EXPERIMENTAL_DAGGER_CACHESERVICE_TOKEN" not in out
+        assert EngineToken.objects.count() == 1
+        assert "Dashboard: http://127.0.0.1:9999/ " in out
+        assert "1 active token(s) for 'default'" in out and "bin/run --new-token" in out
+
+    def test_new_token_on_request(self):
+        run("bootstrap")
+        out = run("bootstrap", "--new-token")
+        value = next(line.split("=", 1)[1] for line in out.split() if line.startswith("_EXPERIMENTAL_DAGGER_CACHESERVICE_TOKEN="))
+        assert EngineToken.objects.find(value).organization.slug == "default"
         assert EngineToken.objects.count() == 2
+
+    def test_admin_line_points_at_the_dashboard(self, monkeypatch):
+        monkeypatch.setenv("CACHEWEB_BIND", "0.0.0.0:9998")
+        out = run("bootstrap", "--no-token")
+        assert "Log in to the dashboard at http://127.0.0.1:9998/ (Django admin: http://127.0.0.1:9998/admin/)" in out
 
     def test_admin_password_from_environment(self, monkeypatch):
         monkeypatch.setenv("CACHEWEB_ADMIN_PASSWORD", "s3cret-Passw0rd")
