@@ -212,7 +212,7 @@ def _delete_rows(queryset, kind, report, dry_run):
         return
     model = queryset.model
     while pks := list(queryset.values_list("pk", flat=True)[:BATCH]):
-        rows = list(model.objects.filter(pk__in=pks).order_by("pk")) if report.wants_items(kind) else []
+        rows = list(queryset.filter(pk__in=pks)) if report.wants_items(kind) else []
         _, by_model = model.objects.filter(pk__in=pks).delete()
         report.counts[kind] += by_model.get(model._meta.label, 0)
         for row in rows:
