@@ -150,10 +150,10 @@ def grace(organization):
     return timedelta(seconds=max(settings.GC_GRACE, least))
 
 
-def collect_garbage(organization=None, dry_run=False, item_limit=0):
+def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=None):
     """One pass over `organization`, or over every organization. A failure in one
     organization is logged and reported, and the others are still collected.
-    `item_limit`: see Report."""
+    `item_limit`: see Report; `log_summary`: see collect_organization."""
     # Buffered use counts of this process (blobs.services.record_use) must be in the rows
     # before eviction reads them.
     flush_uses()
@@ -161,16 +161,19 @@ def collect_garbage(organization=None, dry_run=False, item_limit=0):
     reports = []
     for org in organizations:
         try:
-            reports.append(collect_organization(org, dry_run=dry_run, item_limit=item_limit))
+            reports.append(
+                collect_organization(org, dry_run=dry_run, item_limit=item_limit, log_summary=log_summary)
+            )
         except Exception as exc:
             log.exception("gc org=%s failed", org.slug)
             reports.append(Report(org.slug, dry_run=dry_run, error=f"{type(exc).__name__}: {exc}"))
     return reports
 
 
-def collect_organization(organization, dry_run=False, item_limit=0):
-    """One pass over one organization. A real pass logs its summary; a dry run does not
-    (whoever asked for it shows the report)."""
+def collect_organization(organization, dry_run=False, item_limit=0, log_summary=None):
+    """One pass over one organization. It logs a one-line summary when `log_summary`
+    says so; by default a real pass does and a dry run does not. A caller that shows the
+    report itself (manage.py gc) passes False rather than have the log repeat it."""
     now = timezone.now()
     report = Report(
         organization.slug,
@@ -185,7 +188,7 @@ def collect_organization(organization, dry_run=False, item_limit=0):
     deleter = _BlobDeleter(organization, report)
     collected_verified = _collect_blobs(organization, cutoff, deleter, report, dry_run)
     _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified)
-    if not dry_run:
+    if (not dry_run) if log_summary is None else log_summary:
         log.info(report.summary())
     return report
 

@@ -55,7 +55,9 @@ class Command(BaseCommand):
             if organization is None:
                 raise CommandError(f"no organization {org!r}")
         self.stdout.write(eviction_policy().describe())
-        reports = collect_garbage(organization, dry_run=dry_run, item_limit=limit)
+        reports = collect_garbage(organization, dry_run=dry_run, item_limit=limit, log_summary=False)
+        if not reports:
+            self.stdout.write("no organizations yet: nothing to collect")
         width = max(len(label) for label in KINDS.values())
         verb = "would delete" if dry_run else "deleted"
         for report in reports:
