@@ -150,10 +150,10 @@ def grace(organization):
     return timedelta(seconds=max(settings.GC_GRACE, least))
 
 
-def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=None):
-    """One pass over `organization`, or over every organization. A failure in one
-    organization is logged and reported, and the others are still collected.
-    `item_limit`: see Report; `log_summary`: see collect_organization."""
+def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=True):
+    """One pass over `organization`, or over every organization; dry, `preview` of each.
+    A failure in one organization is logged and reported, and the others are still
+    collected. `item_limit`: see Report; `log_summary`: see collect_organization."""
     # Buffered use counts of this process (blobs.services.record_use) must be in the rows
     # before eviction reads them.
     flush_uses()
@@ -161,19 +161,20 @@ def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=
     reports = []
     for org in organizations:
         try:
-            reports.append(
-                collect_organization(org, dry_run=dry_run, item_limit=item_limit, log_summary=log_summary)
-            )
+            if dry_run:
+                reports.append(preview(org, limit=item_limit))
+            else:
+                reports.append(collect_organization(org, item_limit=item_limit, log_summary=log_summary))
         except Exception as exc:
             log.exception("gc org=%s failed", org.slug)
             reports.append(Report(org.slug, dry_run=dry_run, error=f"{type(exc).__name__}: {exc}"))
     return reports
 
 
-def collect_organization(organization, dry_run=False, item_limit=0, log_summary=None):
-    """One pass over one organization. It logs a one-line summary when `log_summary`
-    says so; by default a real pass does and a dry run does not. A caller that shows the
-    report itself (manage.py gc) passes False rather than have the log repeat it."""
+def collect_organization(organization, dry_run=False, item_limit=0, log_summary=True):
+    """One pass over one organization. A real pass logs a one-line summary unless
+    `log_summary` is False (manage.py gc shows the report itself, and the log would only
+    repeat it); a dry run never does."""
     now = timezone.now()
     report = Report(
         organization.slug,
@@ -188,7 +189,7 @@ def collect_organization(organization, dry_run=False, item_limit=0, log_summary=
     deleter = _BlobDeleter(organization, report)
     collected_verified = _collect_blobs(organization, cutoff, deleter, report, dry_run)
     _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified)
-    if (not dry_run) if log_summary is None else log_summary:
+    if log_summary and not dry_run:
         log.info(report.summary())
     return report
 
