@@ -85,6 +85,24 @@ def test_seed_demo_uses_the_service_running_on_cacheweb_bind(live_service, celer
     assert Engine.objects.filter(organization=org).count() == 2
 
 
+def test_seed_demo_refuses_a_service_on_another_database(transactional_db, org, tmp_path):
+    from accounts.models import EngineToken
+
+    other = LiveService(DATABASE_URL=f"sqlite:///{tmp_path / 'other.sqlite3'}", CACHEWEB_DATA_DIR=tmp_path / "other")
+    try:
+        cmd = [sys.executable, "manage.py", "seed_demo", "--org", org.slug, "--engines", "1"]
+        done = subprocess.run(cmd, cwd=ROOT, env=child_env(CACHEWEB_BIND=f"127.0.0.1:{other.port}"),
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        other.stop()
+    assert done.returncode == 1
+    assert f"a cacheweb service answers at {other.url} (CACHEWEB_BIND) but refuses the token" in done.stderr
+    assert "Seeded" not in done.stdout
+    # The token it issued for the attempt is revoked again.
+    issued = EngineToken.objects.filter(organization=org)
+    assert issued.count() == 1 and issued.get().revoked
+
+
 def test_two_engines_through_s3_presigned_urls(seaweedfs, token):  # noqa: F811
     """Blobs on S3 (SeaweedFS, signatures enforced): the engines PUT to presigned URLs with
     the returned checksum header, and read back with Range from the store itself."""
