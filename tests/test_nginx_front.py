@@ -3,11 +3,12 @@ nginx terminating TLS (a throwaway self-signed certificate) before gunicorn, and
 engine stand-in speaking HTTPS through it: exports, imports with hits, a cache mount
 round trip, and a 50 MB blob up and down with Range reads.
 
-bin/test installs Debian's nginx when it can; without /usr/sbin/nginx this module skips."""
+bin/test installs Debian's nginx and openssl when it can; without them this module skips."""
 
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ BLOB_SIZE = 50 * 1024 * 1024
 
 pytestmark = [
     pytest.mark.skipif(not NGINX.exists(), reason="Debian's nginx is not installed (/usr/sbin/nginx): apt-get install nginx"),
+    pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed: apt-get install openssl"),
     pytest.mark.django_db(transaction=True),
 ]
 
