@@ -86,6 +86,63 @@ def test_the_image_command_bootstraps_serves_and_stops(tmp_path):
     assert code == 0, log_path.read_text(errors="replace")
 
 
+def wait_for(predicate, proc, log_path, timeout=90):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if predicate():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"not ready in time:\n{log_path.read_text(errors='replace')[-4000:]}")
+
+
+def stop_with_sigterm(proc, log_path):
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("did not stop on SIGTERM")
+    assert code == 0, log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.mark.parametrize("role, ready", [("worker", "ready."), ("beat", "beat: Starting...")])
+def test_the_worker_and_scheduler_roles_start_and_stop(tmp_path, role, ready):
+    env = image_env(tmp_path, free_port())
+    subprocess.run(image_command("bootstrap"), cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+    log_path = tmp_path / f"{role}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(image_command(role), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: ready in log_path.read_text(errors="replace"), proc, log_path)
+    finally:
+        stop_with_sigterm(proc, log_path)
+
+
+def test_the_all_role_bootstraps_and_runs_every_role(tmp_path):
+    port = free_port()
+    env = image_env(tmp_path, port)
+    log_path = tmp_path / "all.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(image_command("all"), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def healthy():
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(healthy, proc, log_path)
+        text = log_path.read_text(errors="replace")
+        assert "password:" in text and "_EXPERIMENTAL_DAGGER_CACHESERVICE_TOKEN=cwt_" in text
+        commands = open(f"/proc/{proc.pid}/cmdline", "rb").read().decode(errors="replace")
+        assert "gunicorn" in commands and "celery" in commands and "--beat" in commands
+    finally:
+        stop_with_sigterm(proc, log_path)
+
+
 def test_an_unknown_role_is_refused(tmp_path):
     done = subprocess.run(image_command("webserver"), cwd=tmp_path, env=image_env(tmp_path, free_port()),
                           capture_output=True, text=True, timeout=30)
