@@ -161,6 +161,11 @@ def test_second_start_prints_no_token_and_two_instances_keep_their_own_control_s
         # Two instances at once, each with its own gunicorn control socket beside its data,
         # each answering for its own workers only.
         sockets = [tmp_path / "data" / f"gunicorn-{port}.ctl", tmp_path / "other-data" / f"gunicorn-{other_port}.ctl"]
+        # gunicorn opens it in a thread of its own once the first workers are forked.
+        deadline = time.monotonic() + 30
+        while not all(path.exists() for path in sockets) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(path.exists() for path in sockets), again.text()[-2000:] + other.text()[-2000:]
         assert all(stat.S_ISSOCK(path.stat().st_mode) for path in sockets)
         mine, theirs = (gunicorn_worker_pids(path) for path in sockets)
         assert mine and theirs and not mine & theirs
