@@ -1,8 +1,22 @@
 """gunicorn settings for `manage.py serve`; every value can be changed from the environment."""
 
-from cacheweb.env import env_int, env_str
+import os
 
-bind = env_str("CACHEWEB_BIND", "127.0.0.1:8080")
+from cacheweb.env import env_int, env_str
+from cacheweb.serving import bind_setting, control_socket_path
+
+# Longest path a Unix socket address holds on Linux, less its terminating NUL.
+MAX_SOCKET_PATH = 107
+
+bind = bind_setting()
+# Not gunicorn's default, which is one path per user shared by every instance: each
+# instance its own, beside its data. When the data directory's path is too long for a
+# socket address, no control socket (cacheweb itself never uses it).
+_control = control_socket_path()
+if len(os.fsencode(str(_control))) <= MAX_SOCKET_PATH:
+    control_socket = str(_control)
+else:
+    control_socket_disable = True
 # Threads, because engine calls mostly wait on the database or on blob I/O.
 worker_class = "gthread"
 workers = env_int("CACHEWEB_WEB_WORKERS", 2, minimum=1)

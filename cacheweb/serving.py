@@ -2,16 +2,36 @@
 
 import os
 import sys
+from pathlib import Path
 
 from django.conf import settings
 
+from cacheweb.bindcheck import DEFAULT_BIND
 from cacheweb.env import env_int, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def bind_setting():
+    return env_str("CACHEWEB_BIND", DEFAULT_BIND)
 
 
 def bind_address():
-    bind = env_str("CACHEWEB_BIND", "127.0.0.1:8080")
-    host, _, port = bind.rpartition(":")
+    host, _, port = bind_setting().rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def data_dir():
+    """CACHEWEB_DATA_DIR as settings reads it, for code that runs before Django does."""
+    return Path(env_str("CACHEWEB_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+
+
+def control_socket_path():
+    """Where gunicorn's control socket (for `gunicornc`) goes: one per data directory and
+    port. gunicorn's own default is one path per user, which a second instance on the
+    machine (a test server, seed_demo's temporary one, another checkout) would take over."""
+    _, port = bind_address()
+    return data_dir() / f"gunicorn-{port}.ctl"
 
 
 def web_command():

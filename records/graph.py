@@ -4,7 +4,7 @@ Pure functions, no database. `parse_payload` rejects what is structurally wrong 
 caller answers 400); `analyse` keeps what is sound and drops graph defects with their
 dependants, so that one bad key never reaches an import.
 
-How a key becomes a record (PROTOCOL.md, "How the engine finds a record"):
+How a key becomes a record (docs/protocol.md, "How a key becomes a record"):
 - a key that is the `ID` of no link is a root; its record digest is its own ID;
 - otherwise its record digest is the `Digest` shared by all its links, and its inputs are
   its links grouped by `Input`, each `(Selector, LinkedID)` one alternative;

@@ -1,9 +1,10 @@
 """The organization's /import body: buildkit's cache config (cache/remotecache/v1/spec.go).
 
-A pure function of stored rows. What shapes it (PROTOCOL.md, "Import, as the engine
-does it"): buildkit keeps one result per record, stores an input-less record under its
-digest (a second one with that digest replaces the first), drops `random:` digests, and
-fails the whole import on a layer without diffID, an index out of range or a loop.
+A pure function of stored rows. What shapes it (docs/protocol.md, "Import: how an
+engine gets the cache back"): buildkit keeps one result per record, stores an input-less
+record under its digest (a second one with that digest replaces the first), drops
+`random:` digests, and fails the whole import on a layer without diffID, an index out of
+range or a loop.
 Identities make root digests unique and loops impossible, and `random:` keys are never
 stored; `check_config` still verifies the output before it is served.
 """

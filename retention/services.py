@@ -1,7 +1,9 @@
 """Storage lifecycle: garbage collection (always on) and eviction (off unless configured).
 
     collect_garbage(organization=None, dry_run=False) -> [Report]   every organization, or one
-    collect_organization(organization, dry_run=False) -> Report
+    collect_organization(organization, dry_run=False, item_limit=0) -> Report
+    preview(organization, limit=50) -> Report   what the next pass would delete, as objects
+    eviction_policy() -> EvictionPolicy
     grace(organization) -> timedelta
 
 One pass over an organization, in this order:
@@ -64,25 +66,70 @@ KINDS = {
     OVER_LIMIT_BLOBS: "blobs over the storage limit (evicted)",
 }
 BLOB_KINDS = (UNREFERENCED_BLOBS, UNUSED_BLOBS, OVER_LIMIT_BLOBS)
+BLOB_FIELDS = ("pk", "organization", "digest", "size", "state", "created_at", "verified_at", "last_used_at")
+
+
+@dataclass(frozen=True)
+class EvictionPolicy:
+    """The eviction settings in force (CACHEWEB_EVICT_UNUSED_AFTER, CACHEWEB_ORG_STORAGE_LIMIT)."""
+
+    unused_after_days: int = 0
+    storage_limit: int = 0
+
+    @property
+    def enabled(self):
+        return bool(self.unused_after_days or self.storage_limit)
+
+    def describe(self):
+        if not self.enabled:
+            return "eviction off (neither CACHEWEB_EVICT_UNUSED_AFTER nor CACHEWEB_ORG_STORAGE_LIMIT is set)"
+        rules = []
+        if self.unused_after_days:
+            rules.append(f"blobs not used for {self.unused_after_days} day(s)")
+        if self.storage_limit:
+            rules.append(f"least recently used blobs above {self.storage_limit} bytes per organization")
+        return "eviction on: " + "; ".join(rules)
+
+
+def eviction_policy():
+    return EvictionPolicy(settings.EVICT_UNUSED_AFTER, settings.ORG_STORAGE_LIMIT)
 
 
 @dataclass
 class Report:
-    """What one pass deleted (or, dry, would delete) in one organization."""
+    """What one pass deleted (or, dry, would delete) in one organization.
+
+    `counts` and `bytes` cover everything. `items` holds, per kind, the objects
+    themselves (MountSnapshot, PendingExport or Blob rows as they were read), in the
+    order the pass takes them, up to `item_limit` per kind (None: all of them; 0, the
+    default of scheduled passes: none, so that a pass over a large organization does not
+    keep its rows in memory)."""
 
     organization: str
     dry_run: bool = False
     grace: timedelta = timedelta(0)
+    policy: EvictionPolicy = field(default_factory=EvictionPolicy)
     counts: dict = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     bytes: dict = field(default_factory=lambda: dict.fromkeys(BLOB_KINDS, 0))
+    items: dict = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    item_limit: int | None = 0
     # Blobs the store failed to delete: row and bytes both kept for the next pass.
     kept: int = 0
     error: str = ""
 
-    def add(self, kind, size=0):
+    def wants_items(self, kind):
+        return self.item_limit is None or len(self.items[kind]) < self.item_limit
+
+    def add(self, kind, size=0, item=None):
         self.counts[kind] += 1
         if kind in self.bytes:
             self.bytes[kind] += size or 0
+        if item is not None and self.wants_items(kind):
+            self.items[kind].append(item)
+
+    def unlisted(self, kind):
+        """How many of `kind` the pass counted but `items` does not hold."""
+        return self.counts[kind] - len(self.items[kind])
 
     @property
     def freed_bytes(self):
@@ -103,9 +150,10 @@ def grace(organization):
     return timedelta(seconds=max(settings.GC_GRACE, least))
 
 
-def collect_garbage(organization=None, dry_run=False):
-    """One pass over `organization`, or over every organization. A failure in one
-    organization is logged and reported, and the others are still collected."""
+def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=True):
+    """One pass over `organization`, or over every organization; dry, `preview` of each.
+    A failure in one organization is logged and reported, and the others are still
+    collected. `item_limit`: see Report; `log_summary`: see collect_organization."""
     # Buffered use counts of this process (blobs.services.record_use) must be in the rows
     # before eviction reads them.
     flush_uses()
@@ -113,41 +161,71 @@ def collect_garbage(organization=None, dry_run=False):
     reports = []
     for org in organizations:
         try:
-            reports.append(collect_organization(org, dry_run=dry_run))
+            if dry_run:
+                reports.append(preview(org, limit=item_limit))
+            else:
+                reports.append(collect_organization(org, item_limit=item_limit, log_summary=log_summary))
         except Exception as exc:
             log.exception("gc org=%s failed", org.slug)
             reports.append(Report(org.slug, dry_run=dry_run, error=f"{type(exc).__name__}: {exc}"))
     return reports
 
 
-def collect_organization(organization, dry_run=False):
+def collect_organization(organization, dry_run=False, item_limit=0, log_summary=True):
+    """One pass over one organization. A real pass logs a one-line summary unless
+    `log_summary` is False (manage.py gc shows the report itself, and the log would only
+    repeat it); a dry run never does."""
     now = timezone.now()
-    report = Report(organization.slug, dry_run=dry_run, grace=grace(organization))
+    report = Report(
+        organization.slug,
+        dry_run=dry_run,
+        grace=grace(organization),
+        policy=eviction_policy(),
+        item_limit=item_limit,
+    )
     cutoff = now - report.grace
     _delete_snapshots(organization, cutoff, report, dry_run)
     _delete_pending_exports(organization, now, report, dry_run)
     deleter = _BlobDeleter(organization, report)
     collected_verified = _collect_blobs(organization, cutoff, deleter, report, dry_run)
     _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified)
-    log.info(report.summary())
+    if log_summary and not dry_run:
+        log.info(report.summary())
     return report
+
+
+def preview(organization, limit=50):
+    """What a pass over `organization` would delete now, deleting nothing: a dry-run
+    Report whose `items` hold the rows themselves, up to `limit` per kind (None: all),
+    in the order the pass would take them; `counts` and `bytes` cover everything. A real
+    pass run right after, with nothing changed in between, deletes exactly these."""
+    flush_uses()
+    return collect_organization(organization, dry_run=True, item_limit=limit)
 
 
 # ---- rows ------------------------------------------------------------------------------
 
 
 def _delete_rows(queryset, kind, report, dry_run):
+    queryset = queryset.order_by("pk")
     if dry_run:
         report.counts[kind] += queryset.count()
+        if report.item_limit != 0:
+            listed = queryset if report.item_limit is None else queryset[: report.item_limit]
+            report.items[kind].extend(listed)
         return
     model = queryset.model
-    while pks := list(queryset.order_by("pk").values_list("pk", flat=True)[:BATCH]):
+    while pks := list(queryset.values_list("pk", flat=True)[:BATCH]):
+        rows = list(queryset.filter(pk__in=pks)) if report.wants_items(kind) else []
         _, by_model = model.objects.filter(pk__in=pks).delete()
         report.counts[kind] += by_model.get(model._meta.label, 0)
+        for row in rows:
+            if report.wants_items(kind):
+                report.items[kind].append(row)
 
 
 def _delete_snapshots(organization, cutoff, report, dry_run):
-    snapshots = MountSnapshot.objects.filter(mount__organization=organization)
+    snapshots = MountSnapshot.objects.filter(mount__organization=organization).select_related("mount")
     _delete_rows(snapshots.filter(released_at__lt=cutoff), RELEASED_SNAPSHOTS, report, dry_run)
     failed = snapshots.filter(state=SnapshotState.FAILED, released_at__isnull=True).filter(
         Q(failed_at__lt=cutoff) | Q(failed_at__isnull=True, created_at__lt=cutoff)
@@ -163,7 +241,7 @@ def _delete_pending_exports(organization, now, report, dry_run):
     kept = max(2 * settings.EXPORT_RETRY_AFTER, organization.export_timeout)
     stale = PendingExport.objects.filter(
         record__organization=organization, asked_at__lt=now - timedelta(seconds=kept)
-    )
+    ).select_related("record")
     _delete_rows(stale, PENDING_EXPORTS, report, dry_run)
 
 
@@ -209,7 +287,7 @@ def _blobs(organization, cutoff):
     settled = Q(created_at__lt=cutoff)
     settled &= Q(verified_at__isnull=True) | Q(verified_at__lt=cutoff)
     settled &= Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff)
-    return Blob.objects.filter(organization=organization).annotate(
+    return Blob.objects.filter(organization=organization).only(*BLOB_FIELDS).annotate(
         in_layer=Exists(Layer.objects.filter(organization=OuterRef("organization"), digest=OuterRef("digest"))),
         settled=ExpressionWrapper(settled, output_field=BooleanField()),
     )
@@ -222,20 +300,18 @@ def _collect_blobs(organization, cutoff, deleter, report, dry_run):
     verified_bytes = 0
     last_pk = 0
     while not deleter.gave_up:
-        batch = list(
-            candidates.filter(pk__gt=last_pk).order_by("pk").values_list("pk", "digest", "size", "state")[:BATCH]
-        )
+        batch = list(candidates.filter(pk__gt=last_pk).order_by("pk")[:BATCH])
         if not batch:
             break
-        last_pk = batch[-1][0]
-        needed = referenced_digests(organization, [digest for _, digest, _, _ in batch])
-        for _, digest, size, state in batch:
-            if digest in needed:
+        last_pk = batch[-1].pk
+        needed = referenced_digests(organization, [blob.digest for blob in batch])
+        for blob in batch:
+            if blob.digest in needed:
                 continue
-            if dry_run or deleter.delete(digest):
-                report.add(UNREFERENCED_BLOBS, size)
-                if state == BlobState.VERIFIED:
-                    verified_bytes += size or 0
+            if dry_run or deleter.delete(blob.digest):
+                report.add(UNREFERENCED_BLOBS, blob.size, blob)
+                if blob.state == BlobState.VERIFIED:
+                    verified_bytes += blob.size or 0
     return verified_bytes
 
 
@@ -273,28 +349,28 @@ def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verifi
             # the interval) may have evicted some since, and a total read earlier would
             # evict that much again.
             total = _verified_bytes(organization)
-        batch = list(page.values_list("pk", "digest", "size", "last_use", "in_layer", "settled")[:BATCH])
+        batch = list(page[:BATCH])
         if not batch:
             return
-        needed = referenced_digests(organization, [row[1] for row in batch]) if dry_run else set()
+        needed = referenced_digests(organization, [blob.digest for blob in batch]) if dry_run else set()
         plan = []
         planned_total = total
         reached_enough = False
-        for pk, digest, size, last_use, in_layer, settled in batch:
-            size = size or 0
-            if dry_run and settled and not in_layer and digest not in needed:
+        for blob in batch:
+            size = blob.size or 0
+            if dry_run and blob.settled and not blob.in_layer and blob.digest not in needed:
                 # Already counted as unreferenced: the real pass deletes it before this point.
-                cursor = (last_use, pk)
+                cursor = (blob.last_use, blob.pk)
                 continue
-            if unused_before is not None and last_use < unused_before:
+            if unused_before is not None and blob.last_use < unused_before:
                 kind = UNUSED_BLOBS
             elif limit and planned_total > limit:
                 kind = OVER_LIMIT_BLOBS
             else:
                 reached_enough = True
                 break
-            cursor = (last_use, pk)
-            plan.append((digest, size, kind))
+            cursor = (blob.last_use, blob.pk)
+            plan.append((blob, kind))
             planned_total -= size
         total -= _carry_out(organization, plan, deleter, report, dry_run)
         # A deletion the store refused leaves the organization above its limit: go on
@@ -313,10 +389,10 @@ def _carry_out(organization, plan, deleter, report, dry_run):
     if not plan:
         return 0
     if dry_run:
-        for digest, size, kind in plan:
-            report.add(kind, size)
-        return sum(size for _, size, _ in plan)
-    digests = [digest for digest, _, _ in plan]
+        for blob, kind in plan:
+            report.add(kind, blob.size, blob)
+        return sum(blob.size or 0 for blob, _ in plan)
+    digests = [blob.digest for blob, _ in plan]
     # Results using these blobs are marked incomplete before the bytes go, once for the
     # whole batch: /import stops naming them, /records asks for them again, and the
     # import is rebuilt once per batch rather than once per blob (deleting each row then
@@ -325,8 +401,8 @@ def _carry_out(organization, plan, deleter, report, dry_run):
     blobs_lost(organization, digests)
     # (Live snapshots of an evicted blob are released by mounts.receivers on its deletion.)
     freed = 0
-    for digest, size, kind in plan:
-        if deleter.delete(digest):
-            report.add(kind, size)
-            freed += size
+    for blob, kind in plan:
+        if deleter.delete(blob.digest):
+            report.add(kind, blob.size, blob)
+            freed += blob.size or 0
     return freed

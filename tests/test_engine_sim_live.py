@@ -15,7 +15,7 @@ import pytest
 
 from enginesim.scenarios import RunOptions, run
 from tests.s3 import seaweedfs  # noqa: F401  (fixture)
-from tests.support import ROOT, CeleryWorker, LiveService, child_env
+from tests.support import ROOT, CeleryWorker, LiveService, child_env, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,15 +56,51 @@ def test_read_only_token_imports_but_is_never_asked_for_layers(live_service, ro_
 
 
 def test_seed_demo_starts_what_it_needs_and_leaves_real_cache(transactional_db):
-    from accounts.models import Engine, EngineToken
+    from accounts.models import Engine, EngineToken, Organization
 
+    Organization.ensure("demo")
+    port = free_port()  # nothing listens there, so seed_demo starts its own service
     cmd = [sys.executable, "manage.py", "seed_demo", "--org", "demo", "--engines", "2", "--scale", "4096"]
-    done = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=180)
+    done = subprocess.run(cmd, cwd=ROOT, env=child_env(CACHEWEB_BIND=f"127.0.0.1:{port}"),
+                          capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "Seeded" in done.stdout
+    assert f"Nothing answers at http://127.0.0.1:{port} (CACHEWEB_BIND)" in done.stdout
+    assert "Seeded organization 'demo' through a temporary service at http://127.0.0.1:" in done.stdout
     assert Engine.objects.filter(organization__slug="demo").count() == 4
     # The temporary token it seeded with no longer works.
     assert all(t.revoked for t in EngineToken.objects.filter(organization__slug="demo"))
+
+
+def test_seed_demo_uses_the_service_running_on_cacheweb_bind(live_service, celery_worker_process, org):
+    from accounts.models import Engine
+
+    cmd = [sys.executable, "manage.py", "seed_demo", "--org", org.slug, "--engines", "1", "--scale", "4096"]
+    done = subprocess.run(cmd, cwd=ROOT, env=child_env(CACHEWEB_BIND=f"127.0.0.1:{live_service.port}"),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert f"Seeded organization '{org.slug}' through the running service at {live_service.url}" in done.stdout
+    assert "temporary service" not in done.stdout
+    # The running service's own log shows the engines' calls: it is the one that served them.
+    assert f"org={org.slug}" in live_service.output()
+    assert Engine.objects.filter(organization=org).count() == 2
+
+
+def test_seed_demo_refuses_a_service_on_another_database(transactional_db, org, tmp_path):
+    from accounts.models import EngineToken
+
+    other = LiveService(DATABASE_URL=f"sqlite:///{tmp_path / 'other.sqlite3'}", CACHEWEB_DATA_DIR=tmp_path / "other")
+    try:
+        cmd = [sys.executable, "manage.py", "seed_demo", "--org", org.slug, "--engines", "1"]
+        done = subprocess.run(cmd, cwd=ROOT, env=child_env(CACHEWEB_BIND=f"127.0.0.1:{other.port}"),
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        other.stop()
+    assert done.returncode == 1
+    assert f"a cacheweb service answers at {other.url} (CACHEWEB_BIND) but refuses the token" in done.stderr
+    assert "Seeded" not in done.stdout
+    # The token it issued for the attempt is revoked again.
+    issued = EngineToken.objects.filter(organization=org)
+    assert issued.count() == 1 and issued.get().revoked
 
 
 def test_two_engines_through_s3_presigned_urls(seaweedfs, token):  # noqa: F811

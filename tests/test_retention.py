@@ -462,6 +462,69 @@ def test_dry_run_deletes_nothing_and_predicts_the_real_pass(builtin, org, settin
     assert blob_exists(org, lru[1]) and blob_exists(org, lru[2])
 
 
+def _state(org):
+    """What the pass can delete, by key: snapshot and export pks, blob digests."""
+    return (
+        set(MountSnapshot.objects.filter(mount__organization=org).values_list("pk", flat=True)),
+        set(PendingExport.objects.filter(record__organization=org).values_list("pk", flat=True)),
+        set(Blob.objects.filter(organization=org).values_list("digest", flat=True)),
+    )
+
+
+def _listed(report):
+    snapshots = {s.pk for kind in (RELEASED_SNAPSHOTS, FAILED_SNAPSHOTS) for s in report.items[kind]}
+    exports = {e.pk for e in report.items[PENDING_EXPORTS]}
+    blobs = {b.digest for kind in (UNREFERENCED_BLOBS, UNUSED_BLOBS, OVER_LIMIT_BLOBS) for b in report.items[kind]}
+    return snapshots, exports, blobs
+
+
+def test_preview_lists_the_objects_and_the_pass_deletes_exactly_those(builtin, org, other_org, settings):
+    settings.ORG_STORAGE_LIMIT = 2000
+    settings.EVICT_UNUSED_AFTER = 15
+    garbage, lru = lifecycle_fixture(org)
+    stale_layer_blob = referenced_blob(org, size=700, age=40 * DAY, used=30 * DAY)  # evicted as unused
+    young = make_blob(org, age=MINUTE)  # unreferenced but within the grace: kept
+    lifecycle_fixture(other_org)
+    before = _state(org)
+
+    plan = services.preview(org, limit=None)
+    assert plan.dry_run and _state(org) == before
+    assert plan.policy.enabled and "15 day(s)" in plan.policy.describe()
+    # Real objects, in the order the pass takes them.
+    assert [type(item).__name__ for item in plan.items[RELEASED_SNAPSHOTS]] == ["MountSnapshot"]
+    assert [e.cache_ref_id for e in plan.items[PENDING_EXPORTS]] == ["stale"]
+    assert [b.digest for b in plan.items[UNREFERENCED_BLOBS]] == [garbage]
+    assert [b.digest for b in plan.items[UNUSED_BLOBS]] == [stale_layer_blob]
+    assert [b.digest for b in plan.items[OVER_LIMIT_BLOBS]] == lru[:2]
+    assert all(plan.unlisted(kind) == 0 for kind in plan.counts)
+    assert young not in _listed(plan)[2]
+
+    [real] = collect_garbage(org, item_limit=None)
+    after = _state(org)
+    deleted = tuple(b - a for b, a in zip(before, after))
+    assert deleted == _listed(plan) == _listed(real)
+    assert real.counts == plan.counts and real.bytes == plan.bytes
+    assert young in after[2] and lru[2] in after[2]
+
+
+def test_preview_limit_keeps_counts_whole(builtin, org):
+    old = grace(org) + MINUTE
+    digests = [make_blob(org, age=old) for _ in range(5)]
+    plan = services.preview(org, limit=2)
+    assert plan.counts[UNREFERENCED_BLOBS] == 5 and plan.bytes[UNREFERENCED_BLOBS] == 5000
+    assert [b.digest for b in plan.items[UNREFERENCED_BLOBS]] == sorted(
+        digests, key=lambda d: Blob.objects.get(digest=d).pk
+    )[:2]
+    assert plan.unlisted(UNREFERENCED_BLOBS) == 3
+    assert all(blob_exists(org, d) for d in digests)
+
+
+def test_scheduled_pass_keeps_no_items(builtin, org):
+    make_blob(org, age=grace(org) + MINUTE)
+    [report] = collect_garbage()
+    assert report.counts[UNREFERENCED_BLOBS] == 1 and report.items[UNREFERENCED_BLOBS] == []
+
+
 def test_other_organizations_are_untouched(builtin, org, other_org, settings):
     old = grace(org) + MINUTE
     settings.ORG_STORAGE_LIMIT = 1500
@@ -515,6 +578,42 @@ def test_command_prints_per_organization_and_dry_run_keeps_everything(builtin, o
         run_gc("--org", "nope")
 
 
+def test_dry_run_command_lists_items_states_policy_and_logs_no_copy(builtin, org, settings, caplog):
+    old = grace(org) + MINUTE
+    digests = [make_blob(org, size=2000 + n, age=old) for n in range(4)]
+    snapshot = make_snapshot(org, sha("released"), name="go-mod", released=old)
+    with caplog.at_level("INFO", logger="cacheweb.retention"):
+        out = run_gc("--dry-run", "--limit", "3")
+    assert out.splitlines()[0].startswith("eviction off")
+    listed = [d for d in digests if d in out]
+    assert len(listed) == 3
+    assert "... and 1 more" in out
+    assert f"snapshot {snapshot.pk} of mount 'go-mod'" in out
+    assert not [r for r in caplog.records if r.name == "cacheweb.retention"]
+    assert all(blob_exists(org, d) for d in digests)
+
+    settings.ORG_STORAGE_LIMIT = 10_000
+    settings.EVICT_UNUSED_AFTER = 30
+    out = run_gc("--dry-run", "--org", "acme")
+    assert out.splitlines()[0] == (
+        "eviction on: blobs not used for 30 day(s); least recently used blobs above 10000 bytes per organization"
+    )
+    assert all(d in out for d in digests) and "more" not in out
+
+    with caplog.at_level("INFO", logger="cacheweb.retention"):
+        out = run_gc("--org", "acme")
+    assert "acme: deleted" in out and all(d in out for d in digests)
+    assert not any(blob_exists(org, d) for d in digests)
+    # The command's table is the record of its pass; the scheduled pass logs one line.
+    assert not [r for r in caplog.records if r.name == "cacheweb.retention"]
+    make_blob(org, age=old)
+    with caplog.at_level("INFO", logger="cacheweb.retention"):
+        collect_garbage()
+    summaries = [r.getMessage() for r in caplog.records if r.name == "cacheweb.retention"]
+    assert len(summaries) == 1 and "gc org=acme dry_run=False" in summaries[0]
+    assert "unreferenced_blobs=1 " in summaries[0]
+
+
 def test_unreachable_store_keeps_blobs_and_rows(seaweedfs, settings, org, monkeypatch):  # noqa: F811
     """S3 down: nothing half-deleted, no exception; after a few failures in a row the
     pass stops trying this organization's blobs until the next run."""
@@ -529,3 +628,10 @@ def test_unreachable_store_keeps_blobs_and_rows(seaweedfs, settings, org, monkey
     assert report.error == ""
     assert all(blob_exists(org, digest) for digest in digests)
     assert report.kept == 2 and report.counts[UNREFERENCED_BLOBS] == 0
+
+
+def test_gc_says_so_when_there_is_no_organization(db):
+    assert run_gc("--dry-run").splitlines() == [
+        "eviction off (neither CACHEWEB_EVICT_UNUSED_AFTER nor CACHEWEB_ORG_STORAGE_LIMIT is set)",
+        "no organizations yet: nothing to collect",
+    ]

@@ -1,6 +1,6 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from accounts.models import EngineToken
+from accounts.models import EngineToken, Organization
 
 
 def _when(value):
@@ -17,6 +17,8 @@ class Command(BaseCommand):
     def handle(self, org, all, **options):
         tokens = EngineToken.objects.select_related("organization").order_by("organization__slug", "created_at")
         if org:
+            if not Organization.objects.filter(slug=org).exists():
+                raise CommandError(f"no organization {org!r}")
             tokens = tokens.filter(organization__slug=org)
         if not all:
             tokens = tokens.active()

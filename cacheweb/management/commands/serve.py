@@ -3,9 +3,9 @@ import os
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from cacheweb import serving
+from cacheweb import bindcheck, serving
 
 SUPERVISOR = Path(__file__).resolve().parents[2] / "supervisor.py"
 
@@ -32,6 +32,10 @@ class Command(BaseCommand):
             commands = {"beat": serving.beat_command()}
         else:
             commands = {"web": serving.web_command(), "worker": serving.worker_command(beat=True)}
+        if "web" in commands:
+            problem = bindcheck.problem(serving.bind_setting())
+            if problem:
+                raise CommandError(problem)
         host, port = serving.bind_address()
         self.stdout.write(f"Starting {', '.join(commands)}; web on http://{host}:{port}/ . Ctrl-C stops all.")
         self.stdout.flush()
