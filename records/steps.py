@@ -151,7 +151,8 @@ def step_listing(organization, query=StepQuery(), now=None):
     now = now or timezone.now()
     rows = current_results(organization)
     if query.q:
-        rows = rows.filter(Q(record__description__icontains=query.q) | Q(description__icontains=query.q))
+        # The record's description is what the engine called the step (its results' say the same).
+        rows = rows.filter(record__description__icontains=query.q)
     if query.description:
         rows = rows.filter(record__description=query.description)
     if query.digest:
@@ -167,7 +168,8 @@ def step_listing(organization, query=StepQuery(), now=None):
     elif query.used == "no":
         rows = rows.filter(last_used_at__isnull=True)
     if query.layer:
-        rows = rows.filter(Exists(ResultLayer.objects.filter(result_id=OuterRef("pk"), layer__digest=query.layer)))
+        layer = ResultLayer.objects.filter(layer__organization=organization, layer__digest=query.layer)
+        rows = rows.filter(pk__in=layer.values("result_id"))
     return rows.select_related("record", "engine").only(*LISTED_FIELDS).order_by(*_ordering(query.sort))
 
 
