@@ -272,6 +272,9 @@ MOUNT_SIZE_LIMIT = env_int("CACHEWEB_MOUNT_SIZE_LIMIT", 0, minimum=0)
 MOUNT_ORG_SIZE_LIMIT = env_int("CACHEWEB_MOUNT_ORG_SIZE_LIMIT", 0, minimum=0)
 # Mount names recorded per organization; past it new names are skipped, not recorded.
 MOUNTS_PER_ORG = env_int("CACHEWEB_MOUNTS_PER_ORG", 1000, minimum=1)
+# Longest mount name accepted, in bytes of UTF-8. At most 2048: names are in a unique
+# index, and a PostgreSQL btree entry holds about 2.7 kB.
+MOUNT_NAME_MAX_BYTES = min(env_int("CACHEWEB_MOUNT_NAME_MAX_BYTES", 1024, minimum=1), 2048)
 # Seconds between checks that an S3 snapshot upload has arrived.
 MOUNT_CONFIRM_INTERVAL = env_int("CACHEWEB_MOUNT_CONFIRM_INTERVAL", 10, minimum=1)
 # Seconds after an upload URL expires before its snapshot is given up as failed: a PUT
