@@ -289,9 +289,9 @@ CONTENTS_INDEX_MAX_BYTES = env_int("CACHEWEB_INDEX_MAX_BYTES", 64 << 30, minimum
 # At most this many ExportRecords entries per /records answer: an engine exports them
 # one by one within its ExportTimeout.
 EXPORT_RECORDS_MAX = env_int("CACHEWEB_EXPORT_RECORDS_MAX", 500, minimum=1)
-# A record asked for and not delivered (the engine skips pruned refs silently) is not
-# asked for again before this many seconds.
-EXPORT_RETRY_AFTER = env_int("CACHEWEB_EXPORT_RETRY_AFTER", 3600, minimum=0)
+# A record asked for and not delivered is asked for again (of any engine) once the
+# organization's export timeout has passed, or after this many seconds if longer.
+EXPORT_RETRY_AFTER = env_int("CACHEWEB_EXPORT_RETRY_AFTER", 0, minimum=0)
 
 # retention
 # Seconds between storage lifecycle passes (Celery beat); `manage.py gc` runs one now.
