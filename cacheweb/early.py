@@ -13,6 +13,7 @@ import json
 import logging
 import re
 
+from django.core.exceptions import SuspiciousOperation
 from django.db import close_old_connections
 from django.http import QueryDict
 
@@ -61,10 +62,14 @@ def _blob_put_refusal(environ):
     if match is None:
         return None  # not a blob URL: Django answers 404 without reading
     try:
+        query = QueryDict(environ.get("QUERY_STRING", ""))
+    except SuspiciousOperation as exc:  # TooManyFieldsSent
+        return "400 Bad Request", f"bad request: {exc}"
+    try:
         services.validate_digest(match["digest"])
-        signing.verify(int(match["org_id"]), match["digest"], "PUT", QueryDict(environ.get("QUERY_STRING", "")))
+        signing.verify(int(match["org_id"]), match["digest"], "PUT", query)
     except (services.InvalidDigest, signing.SignatureError) as exc:
-        return str(exc)
+        return "403 Forbidden", str(exc)
     return None
 
 
@@ -83,8 +88,8 @@ class RefuseBeforeReading:
                     [("WWW-Authenticate", 'Basic realm="cacheweb"')],
                 )
         elif path.startswith("/blobs/") and environ.get("REQUEST_METHOD") == "PUT":
-            message = _blob_put_refusal(environ)
-            if message is not None:
-                log.warning("blob PUT %s refused before reading its body: %s", path, message)
-                return json_refusal(environ, start_response, "403 Forbidden", message)
+            refusal = _blob_put_refusal(environ)
+            if refusal is not None:
+                log.warning("blob PUT %s refused before reading its body: %s", path, refusal[1])
+                return json_refusal(environ, start_response, *refusal)
         return self.app(environ, start_response)
