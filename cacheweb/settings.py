@@ -285,6 +285,10 @@ CONTENTS_INDEX_MAX_SECONDS = env_int("CACHEWEB_INDEX_MAX_SECONDS", 300, minimum=
 CONTENTS_INDEX_MAX_ENTRIES = env_int("CACHEWEB_INDEX_MAX_ENTRIES", 2_000_000, minimum=1)
 CONTENTS_INDEX_MAX_BYTES = env_int("CACHEWEB_INDEX_MAX_BYTES", 64 << 30, minimum=1)
 
+# engines
+# Engines recorded per organization (from /config); past it the longest idle are pruned.
+ENGINES_PER_ORG = env_int("CACHEWEB_ENGINES_PER_ORG", 1000, minimum=1)
+
 # records
 # At most this many ExportRecords entries per /records answer: an engine exports them
 # one by one within its ExportTimeout.
