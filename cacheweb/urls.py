@@ -26,14 +26,37 @@ urlpatterns = [
 ]
 
 
-# Engines log response bodies: give them JSON, not an HTML error page.
+# Engines log response bodies: give them JSON, not an HTML error page, on every path
+# an engine calls (the API and the built-in blob URLs).
+MACHINE_PREFIXES = (ENGINE_PREFIX, "/blobs/")
+
+
+def _for_machines(request):
+    # request.path needs no Host check: a DisallowedHost request gets here too.
+    return request.path.startswith(MACHINE_PREFIXES)
+
+
+def handler400(request, exception=None):
+    """What Django raises as a SuspiciousOperation or BadRequest: a Host outside
+    ALLOWED_HOSTS, too many query or form fields, a malformed multipart body..."""
+    if _for_machines(request):
+        return JsonResponse({"error": f"bad request: {exception}" if exception else "bad request"}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def handler403(request, exception=None):
+    if _for_machines(request):
+        return JsonResponse({"error": str(exception) or "forbidden"}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
 def handler404(request, exception=None):
-    if request.path.startswith(ENGINE_PREFIX):
+    if _for_machines(request):
         return JsonResponse({"error": "no such endpoint"}, status=404)
     return defaults.page_not_found(request, exception)
 
 
 def handler500(request):
-    if request.path.startswith(ENGINE_PREFIX):
+    if _for_machines(request):
         return JsonResponse({"error": "internal error"}, status=500)
     return defaults.server_error(request)
