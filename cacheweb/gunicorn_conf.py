@@ -3,8 +3,12 @@
 from cacheweb.env import env_int, env_str
 
 bind = env_str("CACHEWEB_BIND", "127.0.0.1:8080")
-# Threads, because engine calls mostly wait on the database or on blob I/O.
-worker_class = "gthread"
+# Threads, because engine calls mostly wait on the database or on blob I/O; request
+# heads are read in the event loop, so a stalled client holds no thread
+# (cacheweb/gworker.py, CACHEWEB_CLIENT_TIMEOUT).
+worker_class = "cacheweb.gworker.HeadFirstWorker"
+# Connections per worker, stalled ones included (each is a file descriptor).
+worker_connections = env_int("CACHEWEB_WEB_CONNECTIONS", 1000, minimum=10)
 workers = env_int("CACHEWEB_WEB_WORKERS", 2, minimum=1)
 threads = env_int("CACHEWEB_WEB_THREADS", 8, minimum=1)
 # Large layer uploads can take minutes; gthread workers stay alive meanwhile.
