@@ -45,10 +45,12 @@ def record_failure(request, username, now=None):
 
 class ThrottledMixin:
     throttled_message = "Too many failed logins; try again later."
+    throttled = False  # for the template
 
     def clean(self):
         username = self.cleaned_data.get("username")
         if is_throttled(self.request, username):
+            self.throttled = True
             raise forms.ValidationError(self.throttled_message, code="throttled")
         try:
             return super().clean()
