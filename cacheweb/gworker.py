@@ -16,6 +16,7 @@ with a slow body, and only for CACHEWEB_CLIENT_TIMEOUT between bytes.
 """
 
 import errno
+import json
 import socket
 import time
 
@@ -58,7 +59,57 @@ class HeadFirstConn(gthread.TConn):
         self.sock.settimeout(CLIENT_TIMEOUT)
 
 
+class _CapturedSocket:
+    """Stands in for the client socket while gunicorn writes its HTML error page."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.written = b""
+
+    def gettimeout(self):
+        return 0.0
+
+    def setblocking(self, flag):
+        pass
+
+    def sendall(self, data):
+        self.written += bytes(data)
+
+    def send(self, data):
+        self.written += bytes(data)
+        return len(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def json_error_response(status_line, message):
+    body = json.dumps({"error": message}).encode()
+    return (
+        f"{status_line}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1") + body
+
+
 class HeadFirstWorker(gthread.ThreadWorker):
+    def handle_error(self, req, client, addr, exc):
+        """What gunicorn refuses itself (a request line over its limit, a malformed
+        header, a bad chunk): the same status, as JSON, since engines log the body of
+        every refusal. gunicorn decides status and logging; only the body changes."""
+        captured = _CapturedSocket(client)
+        super().handle_error(req, captured, addr, exc)
+        status_line = captured.written.split(b"\r\n", 1)[0].decode("latin-1")
+        if not status_line.startswith("HTTP/"):
+            return
+        reason = status_line.split(" ", 2)[2] if status_line.count(" ") >= 2 else "error"
+        detail = str(exc) if status_line.split(" ")[1].startswith("4") else ""
+        try:
+            gthread.util.write_nonblock(
+                client, json_error_response(status_line, f"{reason}: {detail}" if detail else reason)
+            )
+        except Exception:
+            self.log.debug("Failed to send error message.")
+
     def init_process(self):
         self.head_conns = set()
         self.lingering = set()
