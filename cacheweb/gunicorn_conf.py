@@ -14,7 +14,8 @@ threads = env_int("CACHEWEB_WEB_THREADS", 8, minimum=1)
 # Large layer uploads can take minutes; gthread workers stay alive meanwhile.
 timeout = env_int("CACHEWEB_WEB_TIMEOUT", 600, minimum=30)
 graceful_timeout = 30
-keepalive = 30
+# An idle kept-alive connection is a client sending nothing: no longer than a stalled one.
+keepalive = min(30, env_int("CACHEWEB_CLIENT_TIMEOUT", 30, minimum=1))
 max_requests = env_int("CACHEWEB_WEB_MAX_REQUESTS", 0, minimum=0)
 max_requests_jitter = 100
 accesslog = "-" if env_str("CACHEWEB_ACCESS_LOG", "") in ("1", "true", "yes") else None
