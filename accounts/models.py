@@ -239,3 +239,13 @@ class Membership(models.Model):
 
     def __str__(self):
         return f"{self.user} in {self.organization} ({self.role})"
+
+
+class LoginFailure(models.Model):
+    """One failed login, by user-name hash or client address (accounts.throttle)."""
+
+    key = models.CharField(max_length=80)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "at"]), models.Index(fields=["at"])]

@@ -17,14 +17,19 @@ if len(os.fsencode(str(_control))) <= MAX_SOCKET_PATH:
     control_socket = str(_control)
 else:
     control_socket_disable = True
-# Threads, because engine calls mostly wait on the database or on blob I/O.
-worker_class = "gthread"
+# Threads, because engine calls mostly wait on the database or on blob I/O; request
+# heads are read in the event loop, so a stalled client holds no thread
+# (cacheweb/gworker.py, CACHEWEB_CLIENT_TIMEOUT).
+worker_class = "cacheweb.gworker.HeadFirstWorker"
+# Connections per worker, stalled ones included (each is a file descriptor).
+worker_connections = env_int("CACHEWEB_WEB_CONNECTIONS", 1000, minimum=10)
 workers = env_int("CACHEWEB_WEB_WORKERS", 2, minimum=1)
 threads = env_int("CACHEWEB_WEB_THREADS", 8, minimum=1)
 # Large layer uploads can take minutes; gthread workers stay alive meanwhile.
 timeout = env_int("CACHEWEB_WEB_TIMEOUT", 600, minimum=30)
 graceful_timeout = 30
-keepalive = 30
+# An idle kept-alive connection is a client sending nothing: no longer than a stalled one.
+keepalive = min(30, env_int("CACHEWEB_CLIENT_TIMEOUT", 30, minimum=1))
 max_requests = env_int("CACHEWEB_WEB_MAX_REQUESTS", 0, minimum=0)
 max_requests_jitter = 100
 accesslog = "-" if env_str("CACHEWEB_ACCESS_LOG", "") in ("1", "true", "yes") else None

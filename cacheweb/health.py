@@ -1,5 +1,6 @@
 """GET /healthz: is every part this service needs reachable?"""
 
+import hmac
 import logging
 import time
 
@@ -61,6 +62,15 @@ def worker_state():
 CHECKS = {"database": check_database, "storage": check_storage, "broker": check_broker}
 
 
+def may_see_details(request):
+    """Superusers and the metrics token see what each part says; others the status."""
+    if request.user.is_authenticated and request.user.is_superuser:
+        return True
+    wanted = settings.METRICS_TOKEN
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return bool(wanted) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), wanted.encode())
+
+
 @require_GET
 def healthz(request):
     result, healthy = {}, True
@@ -79,4 +89,6 @@ def healthz(request):
     except Exception as exc:
         result["worker"] = {"error": str(exc)}
     result["status"] = "ok" if healthy else "failing"
+    if not may_see_details(request):
+        result = {"status": result["status"]}
     return JsonResponse(result, status=200 if healthy else 503)

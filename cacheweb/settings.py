@@ -54,6 +54,28 @@ PUBLIC_URL = env_str("CACHEWEB_PUBLIC_URL").rstrip("/")
 if env_bool("CACHEWEB_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
+# Served over TLS (by the proxy): cookies only over HTTPS, and HSTS on HTTPS answers.
+TLS = env_bool("CACHEWEB_TLS", PUBLIC_URL.startswith("https://"))
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = TLS
+SECURE_HSTS_SECONDS = env_int("CACHEWEB_HSTS_SECONDS", 31536000, minimum=0) if TLS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("CACHEWEB_HSTS_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = False
+# No plain-HTTP redirect: engines do not follow one for a PUT. The proxy redirects.
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+# Every response carries it; the pages use no inline script or style.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+# /healthz shows its details (database, storage, broker, worker) to superusers and to
+# requests with "Authorization: Bearer <this>"; everyone else gets the status only.
+METRICS_TOKEN = env_str("CACHEWEB_METRICS_TOKEN", "")
+# Login throttling: this many failed logins for one user name, or five times as many
+# from one address, within the window refuse further attempts until it has passed.
+LOGIN_FAILURES_ALLOWED = env_int("CACHEWEB_LOGIN_FAILURES", 5, minimum=1)
+LOGIN_FAILURE_WINDOW = env_int("CACHEWEB_LOGIN_WINDOW", 900, minimum=1)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -73,6 +95,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "cacheweb.security.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -1,10 +1,20 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import JsonResponse
+from django.http import HttpResponsePermanentRedirect, JsonResponse
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views import defaults
 
+from accounts.throttle import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 from cacheweb.health import healthz
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
+
+
+def favicon(request):
+    """Browsers ask for /favicon.ico whatever the page says."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
+
 
 ENGINE_PREFIX = "/magicache/"
 
@@ -18,9 +28,10 @@ engine_api = [
 urlpatterns = [
     path("magicache/", include(engine_api)),
     path("healthz", healthz, name="healthz"),
+    path("favicon.ico", favicon),
     path("blobs/", include("blobs.data_urls")),
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(form_class=ThrottledAuthenticationForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("accounts.page_urls")),
 ]

@@ -111,10 +111,11 @@ def insert_inputs(organization_id, rows):
 
 
 def asked_since(record_ids, since):
-    """Those of `record_ids` that we asked an engine to export after `since`."""
+    """{record_id: cache_ref_id} for those of `record_ids` that we asked an engine to
+    export after `since`, with the engine's ref id we asked for."""
     since = connection.ops.adapt_datetimefield_value(since)
     rows = _select_in(
-        f"SELECT record_id FROM {_PENDING} WHERE {{match}} AND asked_at > %s",
+        f"SELECT record_id, cache_ref_id FROM {_PENDING} WHERE {{match}} AND asked_at > %s",
         "record_id", record_ids, after=[since], cast="::bigint[]",
     )
-    return {row[0] for row in rows}
+    return dict(rows)

@@ -12,10 +12,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from accounts.models import Engine
+from blobs.models import Blob, BlobState
 from blobs.services import verified_blob_sizes
 from records import bulk
 from records import graph as graphlib
@@ -134,9 +135,39 @@ def export_retry_after(organization):
     The engine calls /layers only when every push of its export succeeded: one failed
     PUT and nothing of that round is reported. Its export is over, one way or the other,
     within the organization's export timeout of the /records call that started it, so
-    that is the wait before asking again (CACHEWEB_EXPORT_RETRY_AFTER can lengthen it,
-    never shorten it)."""
+    that is how long other engines wait before being asked (CACHEWEB_EXPORT_RETRY_AFTER
+    can lengthen it, never shorten it). The engine that was asked is asked again at its
+    next export already (see _ask_for_exports)."""
     return max(organization.export_timeout, settings.EXPORT_RETRY_AFTER)
+
+
+def _asked_again_sooner(organization, graph, wanted, asked):
+    """Of the records still waiting for an engine's export, those to ask for again now.
+
+    An engine's worker ref ids are its own (random per engine), so the same ref id in
+    /records again is the engine that was asked; its exports run one after the other, so
+    the export it was asked in is over without having delivered. If blobs arrived since
+    it was asked, that export was pushing (the ref was there to push, not pruned and
+    silently skipped) and a push failed: ask it again at once. (Blobs of the
+    organization: the service does not know which engine pushed which blob, so in a
+    busy organization this reads "pushing" generously.) Without blobs, the same engine
+    waits like any other. Another engine waits export_retry_after, so no two engines
+    export the record at the same time."""
+    same_engine = [rid for rid, ref_id in asked.items() if ref_id == graph.results[wanted[rid]].ref_id]
+    if not same_engine:
+        return set()
+    latest = Blob.objects.filter(organization=organization, state=BlobState.VERIFIED).aggregate(
+        latest=Max("verified_at")
+    )["latest"]
+    if latest is None:
+        return set()
+    sooner = set()
+    for start in range(0, len(same_engine), 500):
+        sooner.update(
+            PendingExport.objects.filter(record_id__in=same_engine[start : start + 500], asked_at__lt=latest)
+            .values_list("record_id", flat=True)
+        )
+    return sooner
 
 
 def _ask_for_exports(organization, token, graph, rows, now):
@@ -147,7 +178,8 @@ def _ask_for_exports(organization, token, graph, rows, now):
     # is asked for it at the same time. Past it that export is over: had it succeeded,
     # /layers would have delivered the record.
     recent = now - timedelta(seconds=export_retry_after(organization))
-    waiting = bulk.asked_since(wanted, recent)
+    asked = bulk.asked_since(wanted, recent)
+    waiting = set(asked) - _asked_again_sooner(organization, graph, wanted, asked)
     # Newest results first: recent work is the likeliest to be wanted again.
     chosen = sorted(
         (record_id for record_id in wanted if record_id not in waiting),

@@ -22,6 +22,8 @@ from tests.support import basic, chunked_request
 pytestmark = pytest.mark.django_db(transaction=True)
 
 GRAPH = ([key(root_key(sha("docker-image://alpine")), result("ref-1", description="pull alpine"))], [])
+# The same build on a second engine: its worker ref ids are its own.
+SECOND = ([key(root_key(sha("docker-image://alpine")), result("ref-b", description="pull alpine"))], [])
 
 
 def call(service, token, method, path, body):
@@ -67,14 +69,14 @@ def test_a_failed_put_is_asked_again_after_the_export_timeout(live_service, clie
     with time_machine.travel(asked_at, tick=False) as clock:
         # While engine A may still be in its export, nobody else is asked for it.
         clock.shift(timedelta(seconds=org.export_timeout - 1))
-        assert post_records(client, second_engine, *GRAPH).json()["ExportRecords"] == []
+        assert post_records(client, second_engine, *SECOND).json()["ExportRecords"] == []
         # Once the export timeout has passed, that export is over: engine A's next
         # export is asked again (not an hour later).
         clock.shift(timedelta(seconds=2))
         again = post_records(client, token, *GRAPH).json()["ExportRecords"]
         assert again == [asked]
         # ... and, being asked of A, not of B at the same time.
-        assert post_records(client, second_engine, *GRAPH).json()["ExportRecords"] == []
+        assert post_records(client, second_engine, *SECOND).json()["ExportRecords"] == []
 
     # Engine A's second export: the base layer arrived the first time, the top one now.
     assert upload(live_service, token, *base) == "skip"

@@ -11,6 +11,64 @@ from cacheweb.models import WorkerHeartbeat
 from tests.support import CeleryWorker
 
 
+METRICS = "metrics-token-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def metrics_token(settings):
+    settings.METRICS_TOKEN = METRICS
+
+
+class DetailedClient:
+    """/healthz as a monitoring system with the metrics token calls it."""
+
+    def __init__(self, client):
+        self.inner = client
+
+    def get(self, path):
+        return self.inner.get(path, HTTP_AUTHORIZATION=f"Bearer {METRICS}")
+
+    def post(self, path):
+        return self.inner.post(path)
+
+
+@pytest.fixture
+def client(client):
+    return DetailedClient(client)
+
+
+@pytest.mark.django_db
+class TestDetailsAreForSuperusersAndTheMetricsToken:
+    def test_anonymous_gets_the_status_only(self, client):
+        for auth in ({}, {"HTTP_AUTHORIZATION": "Bearer wrong"}, {"HTTP_AUTHORIZATION": METRICS}):
+            resp = client.inner.get("/healthz", **auth)
+            assert resp.status_code == 200
+            assert resp.json() == {"status": "ok"}
+
+    def test_failing_is_still_503_for_anyone(self, client, monkeypatch):
+        def broken():
+            raise OSError("secret path /srv/x")
+
+        monkeypatch.setitem(health.CHECKS, "storage", broken)
+        resp = client.inner.get("/healthz")
+        assert resp.status_code == 503 and resp.json() == {"status": "failing"}
+
+    def test_no_metrics_token_configured_means_none_matches(self, client, settings):
+        settings.METRICS_TOKEN = ""
+        assert client.inner.get("/healthz", HTTP_AUTHORIZATION="Bearer ").json() == {"status": "ok"}
+
+    def test_superuser_and_staff(self, client, django_user_model):
+        staff = django_user_model.objects.create_user("staff", password="pw-staff-123", is_staff=True)
+        client.inner.force_login(staff)
+        assert client.inner.get("/healthz").json() == {"status": "ok"}
+        root = django_user_model.objects.create_superuser("root", password="pw-root-123")
+        client.inner.force_login(root)
+        assert client.inner.get("/healthz").json()["database"]["ok"] is True
+
+    def test_metrics_token_sees_details(self, client):
+        assert client.get("/healthz").json()["database"]["ok"] is True
+
+
 @pytest.mark.django_db
 class TestHealthz:
     def test_all_fine(self, client):

@@ -83,3 +83,13 @@ def test_unknown_engine_path_and_method(live_service, org, token):
     assert_json_error(status, headers, body, 404)
     status, headers, body = request(live_service, "DELETE", f"/blobs/{org.pk}/{DIGEST}")
     assert_json_error(status, headers, body, 405)
+
+
+def test_what_gunicorn_refuses_itself_is_json_too(live_service, org):
+    status, headers, body = request(live_service, "GET", "/magicache/config?" + "a" * 5000)
+    assert_json_error(status, headers, body, 414)
+    status, headers, body = request(live_service, "GET", "/magicache/config", [("Bad Header", "x")])
+    assert_json_error(status, headers, body, 400)
+    # gunicorn's own chunk check, on a path whose body it reads before the application.
+    status, headers, body = request(live_service, "GET", "/magicache/config", [("Transfer-Encoding", "gzip, chunked")])
+    assert status >= 400 and headers["content-type"] == "application/json"

@@ -161,6 +161,30 @@ def test_not_delivered_is_asked_again_after_the_back_off(client, org, token):
             assert len(post_records(client, token, keys, links).json()["ExportRecords"]) == 3
 
 
+def test_the_engine_asked_is_asked_again_at_once_when_blobs_arrived(client, org, token):
+    """Its export is over (same ref ids: the same engine, whose exports are serial) and
+    was pushing (a blob arrived): a push failed. Another engine still waits."""
+    from blobs.models import Blob, BlobState
+
+    keys, links = build()
+    other_keys = [dict(k, Results=[dict(r, ID=r["ID"] + "-other") for r in k["Results"]]) for k in keys]
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        assert len(post_records(client, token, keys, links).json()["ExportRecords"]) == 3
+        traveller.shift(timedelta(seconds=60))
+        # No blob arrived: maybe refs it skipped; nobody is asked again yet.
+        assert post_records(client, token, keys, links).json()["ExportRecords"] == []
+        Blob.objects.create(organization=org, digest=sha("a layer"), size=5, state=BlobState.VERIFIED,
+                            verified_at=timezone.now())
+        traveller.shift(timedelta(seconds=60))
+        assert post_records(client, token, other_keys, links).json()["ExportRecords"] == []
+        again = post_records(client, token, keys, links).json()["ExportRecords"]
+        assert sorted(e["CacheRefID"] for e in again) == ["ref-copy", "ref-exec", "ref-image"]
+        # Asked anew just now: the other engine still waits, and so does this one.
+        traveller.shift(timedelta(seconds=60))
+        assert post_records(client, token, other_keys, links).json()["ExportRecords"] == []
+        assert post_records(client, token, keys, links).json()["ExportRecords"] == []
+
+
 def test_export_records_are_capped_newest_first(client, org, token):
     ids = [random_key_id() for _ in range(5)]
     keys = [key(IMAGE)]
