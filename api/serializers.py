@@ -73,11 +73,14 @@ class StepDetailSerializer(serializers.Serializer):
     chain_size = serializers.IntegerField(source="result.chain_size", allow_null=True, default=None)
     exported_at = serializers.DateTimeField(source="result.exported_at", allow_null=True, default=None)
     last_used_at = serializers.DateTimeField(source="result.last_used_at", allow_null=True, default=None)
-    results = serializers.IntegerField(source="results.__len__", help_text="results the record holds")
+    results = serializers.SerializerMethodField(help_text="results the record holds")
     inputs = serializers.SerializerMethodField()
     dependants = StepRefSerializer(many=True, help_text="records that take this one as an input (the first 200)")
     dependant_count = serializers.IntegerField()
     layers = ChainLayerSerializer(source="chain", many=True, help_text="the current result's chain, base first")
+
+    def get_results(self, detail) -> int:
+        return len(detail.results)
 
     def get_inputs(self, detail) -> InputSerializer(many=True):
         return InputSerializer(
