@@ -19,7 +19,7 @@ from accounts.scoping import organization_for, visible_organizations
 from api import serializers as out
 from api.auth import ApiTokenAuthentication
 from api.models import ApiToken
-from api.pagination import ApiPagination, paged
+from api.pagination import MAX_PAGE_SIZE, ApiPagination, paged
 from blobs.services import delete_blob
 from blobs.storage import StoreUnavailable
 from dashboard import queries
@@ -67,8 +67,10 @@ class OperatorView(APIView):
 
 ERRORS = {400: out.ErrorSerializer, 401: out.ErrorSerializer, 403: out.ErrorSerializer, 404: out.ErrorSerializer}
 PAGING = [
-    OpenApiParameter("page", int, description="page number, from 1"),
-    OpenApiParameter("page_size", int, description="rows per page, 1 to 500 (50)"),
+    OpenApiParameter("page", {"type": "integer", "minimum": 1}, description="page number, from 1"),
+    OpenApiParameter(
+        "page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}, description="rows per page (50)"
+    ),
 ]
 
 

@@ -1,0 +1,48 @@
+"""Schemathesis against the live schema of a real server (gunicorn, the whole WSGI stack):
+every operation, with a maintainer's API token; no 5xx, and every answer conforms to the
+schema (status code, content type, body)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from accounts.models import EngineToken, Membership, Role
+from api.models import ApiToken
+from mounts.models import CacheMount
+from tests.cache_rows import a_blob, a_layer, a_snapshot
+
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+
+
+@pytest.fixture
+def cache(org):
+    a_layer(org, a_blob(org, "layer", 300, uses=2), 300, results=2)
+    a_blob(org, "loose", 100)
+    mount = CacheMount.objects.create(organization=org, name="go-mod")
+    a_snapshot(mount, a_blob(org, "snapshot", 50), 50)
+    EngineToken.issue(org, label="ci")
+
+
+def test_every_operation_conforms(live_service, org, cache, django_user_model, tmp_path):
+    maintainer = django_user_model.objects.create_user("maya", password="pw-maya-123")
+    Membership.objects.create(organization=org, user=maintainer, role=Role.MAINTAINER)
+    value = ApiToken.issue(maintainer)[1]
+    config = tmp_path / "schemathesis.toml"
+    # Operations on the organization the token's user maintains, so that they reach the
+    # handlers rather than stopping at 404.
+    config.write_text('[parameters]\n"path.slug" = "acme"\n')
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(config), "run",
+        f"{live_service.url}/api/v1/schema/", "--url", f"{live_service.url}",
+        "-H", f"Authorization: Bearer {value}",
+        "--checks", CHECKS, "--phases", "examples,coverage,fuzzing", "--max-examples", "25",
+        "--seed", "12", "--workers", "1", "--no-color", "--request-timeout", "30",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+    report = run.stdout[-20000:] + run.stderr[-5000:]
+    assert run.returncode == 0, report + "\n--- server log ---\n" + live_service.output()[-10000:]
+    assert "Tested: 15" in run.stdout, report  # every operation of the schema
+    assert " failed" not in run.stdout.split("Test cases:")[1], report
