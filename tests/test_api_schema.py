@@ -60,3 +60,10 @@ def test_docs_page_uses_local_assets_only(client):
     assert "cdn" not in html.lower() and "https://" not in html
     # The Swagger UI files come from drf-spectacular-sidecar, found by staticfiles.
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+
+
+def test_schema_as_json_or_yaml_by_format(client):
+    as_json = client.get("/api/v1/schema/", {"format": "json"})
+    assert as_json.status_code == 200 and as_json.json()["openapi"].startswith("3.")
+    as_yaml = client.get("/api/v1/schema/")
+    assert as_yaml.status_code == 200 and as_yaml.content.startswith(b"openapi: 3.")
