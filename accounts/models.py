@@ -195,7 +195,29 @@ class Engine(models.Model):
             engine.user_agent = user_agent[:500]
             engine.last_token = token
             engine.save(update_fields=["last_seen", "remote_addr", "user_agent", "last_token"])
+        else:
+            cls.prune(token.organization_id)
         return engine
+
+    @classmethod
+    def prune(cls, organization_id):
+        """Keep at most ENGINES_PER_ORG engines per organization: the longest idle go.
+
+        Any token may call /config with any engine id, so without this a read-only CI
+        token, or a client inventing ids, could grow the table without limit. Runs when a
+        row is created, never on the hot path of a known engine. Rows that named a pruned
+        engine (results, snapshots) keep their data, with no engine."""
+        cap = settings.ENGINES_PER_ORG
+        # Deleting in slices keeps one statement small even after the cap was lowered.
+        while True:
+            excess = list(
+                cls.objects.filter(organization_id=organization_id)
+                .order_by("-last_seen", "-pk")
+                .values_list("pk", flat=True)[cap : cap + 500]
+            )
+            if not excess:
+                return
+            cls.objects.filter(pk__in=excess).delete()
 
 
 class Role(models.TextChoices):

@@ -44,7 +44,14 @@ class ChunkedBodyMiddleware:
         body = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
         size = 0
         while True:
-            data = stream.read(READ_SIZE)
+            try:
+                data = stream.read(READ_SIZE)
+            except Exception as exc:  # gunicorn's InvalidChunkSize, ChunkMissingTerminator, ...
+                # gunicorn marks its body failed, so the connection is not reused.
+                body.close()
+                return _json_response(
+                    start_response, "400 Bad Request", f"malformed chunked body: {type(exc).__name__}"
+                )
             if not data:
                 break
             size += len(data)

@@ -291,6 +291,9 @@ MOUNT_SIZE_LIMIT = env_int("CACHEWEB_MOUNT_SIZE_LIMIT", 0, minimum=0)
 MOUNT_ORG_SIZE_LIMIT = env_int("CACHEWEB_MOUNT_ORG_SIZE_LIMIT", 0, minimum=0)
 # Mount names recorded per organization; past it new names are skipped, not recorded.
 MOUNTS_PER_ORG = env_int("CACHEWEB_MOUNTS_PER_ORG", 1000, minimum=1)
+# Longest mount name accepted, in bytes of UTF-8. At most 2048: names are in a unique
+# index, and a PostgreSQL btree entry holds about 2.7 kB.
+MOUNT_NAME_MAX_BYTES = min(env_int("CACHEWEB_MOUNT_NAME_MAX_BYTES", 1024, minimum=1), 2048)
 # Seconds between checks that an S3 snapshot upload has arrived.
 MOUNT_CONFIRM_INTERVAL = env_int("CACHEWEB_MOUNT_CONFIRM_INTERVAL", 10, minimum=1)
 # Seconds after an upload URL expires before its snapshot is given up as failed: a PUT
@@ -303,13 +306,17 @@ CONTENTS_INDEX_MAX_BYTES = env_int("CACHEWEB_INDEX_MAX_BYTES", 64 << 30, minimum
 # Entries of a layer's file listing kept for its searchable listing on the dashboard.
 LAYER_LISTING_MAX = env_int("CACHEWEB_LAYER_LISTING_MAX", 20_000, minimum=0)
 
+# engines
+# Engines recorded per organization (from /config); past it the longest idle are pruned.
+ENGINES_PER_ORG = env_int("CACHEWEB_ENGINES_PER_ORG", 1000, minimum=1)
+
 # records
 # At most this many ExportRecords entries per /records answer: an engine exports them
 # one by one within its ExportTimeout.
 EXPORT_RECORDS_MAX = env_int("CACHEWEB_EXPORT_RECORDS_MAX", 500, minimum=1)
-# A record asked for and not delivered (the engine skips pruned refs silently) is not
-# asked for again before this many seconds.
-EXPORT_RETRY_AFTER = env_int("CACHEWEB_EXPORT_RETRY_AFTER", 3600, minimum=0)
+# A record asked for and not delivered is asked for again (of any engine) once the
+# organization's export timeout has passed, or after this many seconds if longer.
+EXPORT_RETRY_AFTER = env_int("CACHEWEB_EXPORT_RETRY_AFTER", 0, minimum=0)
 
 # retention
 # Seconds between storage lifecycle passes (Celery beat); `manage.py gc` runs one now.

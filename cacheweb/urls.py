@@ -8,8 +8,6 @@ from cacheweb.health import healthz
 
 ENGINE_PREFIX = "/magicache/"
 API_PREFIX = "/api/"
-# Clients of these read JSON: errors are JSON there too.
-JSON_PREFIXES = (ENGINE_PREFIX, API_PREFIX)
 
 engine_api = [
     path("", include("accounts.urls")),
@@ -31,14 +29,38 @@ urlpatterns = [
 ]
 
 
-# Engines log response bodies and API clients parse them: JSON, not an HTML error page.
+# Engines log response bodies and operator API clients parse them: give them JSON, not
+# an HTML error page, on every path an engine calls (the engine API and the built-in blob
+# URLs) and on the operator API.
+MACHINE_PREFIXES = (ENGINE_PREFIX, "/blobs/", API_PREFIX)
+
+
+def _for_machines(request):
+    # request.path needs no Host check: a DisallowedHost request gets here too.
+    return request.path.startswith(MACHINE_PREFIXES)
+
+
+def handler400(request, exception=None):
+    """What Django raises as a SuspiciousOperation or BadRequest: a Host outside
+    ALLOWED_HOSTS, too many query or form fields, a malformed multipart body..."""
+    if _for_machines(request):
+        return JsonResponse({"error": f"bad request: {exception}" if exception else "bad request"}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def handler403(request, exception=None):
+    if _for_machines(request):
+        return JsonResponse({"error": str(exception) or "forbidden"}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
 def handler404(request, exception=None):
-    if request.path.startswith(JSON_PREFIXES):
+    if _for_machines(request):
         return JsonResponse({"error": "no such endpoint"}, status=404)
     return defaults.page_not_found(request, exception)
 
 
 def handler500(request):
-    if request.path.startswith(JSON_PREFIXES):
+    if _for_machines(request):
         return JsonResponse({"error": "internal error"}, status=500)
     return defaults.server_error(request)

@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from accounts.models import Engine, EngineToken, Organization
 
-MAX_NAME_LENGTH = 255
 SNAPSHOT_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
@@ -87,7 +86,9 @@ class CacheMount(models.Model):
     chosen by users; it is never used as a path."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="cache_mounts")
-    name = models.CharField(max_length=MAX_NAME_LENGTH)
+    # Text, not a bounded CharField: the limit is in bytes (MOUNT_NAME_MAX_BYTES) and
+    # checked where engines offer names.
+    name = models.TextField()
     switch = models.CharField(max_length=10, choices=MountSwitch.choices, default=MountSwitch.POLICY)
     size_limit = models.PositiveBigIntegerField(
         "size limit (bytes)",

@@ -9,7 +9,6 @@ URL has expired without the blob arriving.
 """
 
 import logging
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,7 +22,6 @@ from blobs import contents
 from blobs import services as blobs
 from blobs.models import Blob, BlobState
 from mounts.models import (
-    MAX_NAME_LENGTH,
     SNAPSHOT_MEDIA_TYPE,
     CacheMount,
     ContentsState,
@@ -53,20 +51,24 @@ class UploadOffer:
 
 
 def validate_mount_name(name):
-    """A mount name is user data: any printable text, but nothing that reads like a
-    path trick or could not be shown safely. It is never joined into a path."""
+    """A mount name is user data, whatever the user chose: `/go/pkg/mod`, `C:\\cache`,
+    `a/./b`, names with spaces or tabs. Any non-empty string of valid UTF-8 up to
+    MOUNT_NAME_MAX_BYTES is accepted and stored exactly. It is never joined into a path
+    (blobs are keyed by digest) and templates escape it. Refused: NUL, which PostgreSQL
+    text cannot hold, and lone surrogates (`\\ud800` in JSON), which are not UTF-8."""
     if not isinstance(name, str):
         raise InvalidOffer("CacheName must be a string")
     if not name:
         raise InvalidOffer("CacheName is empty")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidOffer(f"CacheName is longer than {MAX_NAME_LENGTH} characters")
-    if name != name.strip():
-        raise InvalidOffer("CacheName has leading or trailing white space")
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
-        raise InvalidOffer("CacheName has control or unassigned characters")
-    if "\\" in name or name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
-        raise InvalidOffer("CacheName looks like a path (leading '/', '\\', empty, '.' or '..' parts)")
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidOffer("CacheName is not valid UTF-8 (a lone surrogate)") from None
+    limit = settings.MOUNT_NAME_MAX_BYTES
+    if len(encoded) > limit:
+        raise InvalidOffer(f"CacheName is longer than {limit} bytes of UTF-8")
+    if "\x00" in name:
+        raise InvalidOffer("CacheName contains NUL")
     return name
 
 

@@ -128,11 +128,25 @@ def _store_records(organization, graph, now):
     return rows
 
 
+def export_retry_after(organization):
+    """Seconds a record asked for and not delivered is withheld from every engine.
+
+    The engine calls /layers only when every push of its export succeeded: one failed
+    PUT and nothing of that round is reported. Its export is over, one way or the other,
+    within the organization's export timeout of the /records call that started it, so
+    that is the wait before asking again (CACHEWEB_EXPORT_RETRY_AFTER can lengthen it,
+    never shorten it)."""
+    return max(organization.export_timeout, settings.EXPORT_RETRY_AFTER)
+
+
 def _ask_for_exports(organization, token, graph, rows, now):
     wanted = {rows[identity][0]: identity for identity in graph.results if not rows[identity][1]}
     if not wanted:
         return []
-    recent = now - timedelta(seconds=settings.EXPORT_RETRY_AFTER)
+    # Asked within the window: an engine may still be exporting it, so no other engine
+    # is asked for it at the same time. Past it that export is over: had it succeeded,
+    # /layers would have delivered the record.
+    recent = now - timedelta(seconds=export_retry_after(organization))
     waiting = bulk.asked_since(wanted, recent)
     # Newest results first: recent work is the likeliest to be wanted again.
     chosen = sorted(

@@ -41,6 +41,7 @@ from blobs.storage import StoreUnavailable
 from mounts.models import MountSnapshot, SnapshotState
 from mounts.services import referenced_digests
 from records.models import Layer, PendingExport
+from records.services import export_retry_after
 from records.services import blobs_lost
 
 log = logging.getLogger("cacheweb.retention")
@@ -234,11 +235,10 @@ def _delete_snapshots(organization, cutoff, report, dry_run):
 
 
 def _delete_pending_exports(organization, now, report, dry_run):
-    # Twice the back-off: a record asked for again after EXPORT_RETRY_AFTER has its row
-    # refreshed, so an older row belongs to a ref the engine gave up on. Never less than
-    # the export timeout, since the row carries what the engine said about the result
-    # until /layers delivers it.
-    kept = max(2 * settings.EXPORT_RETRY_AFTER, organization.export_timeout)
+    # Twice the back-off: a record asked for again after export_retry_after has its row
+    # refreshed, so an older row belongs to a ref no engine exports any more. The row
+    # carries what the engine said about the result until /layers delivers it.
+    kept = 2 * export_retry_after(organization)
     stale = PendingExport.objects.filter(
         record__organization=organization, asked_at__lt=now - timedelta(seconds=kept)
     ).select_related("record")
