@@ -3,18 +3,20 @@ every operation, with a maintainer's API token; no 5xx, and every answer conform
 schema (content type, body)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import requests
+from django.core.management import call_command
 
 from accounts.models import EngineToken, Membership, Role
 from api.models import ApiToken
 from mounts.models import CacheMount
 from tests.cache_rows import a_blob, a_layer, a_snapshot
-from tests.support import basic
+from tests.support import LiveService, basic
 
 # Not status_code_conformance: negative examples can repeat a query parameter until the
 # request line passes gunicorn's 4094 bytes, and gunicorn answers 414 before cacheweb runs.
@@ -45,7 +47,9 @@ def test_every_operation_conforms(live_service, org, cache, django_user_model, t
         "--checks", CHECKS, "--phases", "examples,coverage,fuzzing", "--max-examples", "25",
         "--seed", "12", "--workers", "1", "--no-color", "--request-timeout", "30",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"}
+    )
     report = run.stdout[-20000:] + run.stderr[-5000:]
     assert run.returncode == 0, report + "\n--- server log ---\n" + live_service.output()[-10000:]
     assert "Tested: 15" in run.stdout, report  # every operation of the schema
@@ -62,3 +66,20 @@ def test_api_tokens_are_refused_by_the_live_engine_endpoints(live_service, org, 
     engine = EngineToken.issue(org)[1]
     answer = requests.get(f"{live_service.url}/api/v1/orgs/", headers={"Authorization": f"Bearer {engine}"}, timeout=10)
     assert answer.status_code == 401 and "engine tokens" in answer.json()["error"]
+
+
+def test_the_docs_page_and_its_assets_come_from_this_service(transactional_db):
+    """As bin/run serves it: collectstatic, then whitenoise."""
+    call_command("collectstatic", interactive=False, verbosity=0)
+    service = LiveService()
+    try:
+        page = requests.get(f"{service.url}/api/v1/docs/", timeout=10)
+        assert page.status_code == 200
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        scripts = [a for a in assets if a.endswith(".js")]
+        assert scripts and all(a.startswith("/static/") for a in assets), assets
+        for asset in assets:
+            answer = requests.get(service.url + asset, timeout=10)
+            assert answer.status_code == 200 and answer.content, asset
+    finally:
+        service.stop()
