@@ -186,3 +186,22 @@ def test_revoking_asks_first_and_only_for_ones_own_tokens(client, operators):
     theirs.refresh_from_db()
     assert row.revoked_at is not None and theirs.revoked_at is None
     assert client.get(ORG_URL, **bearer(value)).status_code == 401
+
+
+def test_server_errors_under_api_are_json(rf):
+    from cacheweb.urls import handler500
+
+    answer = handler500(rf.get("/api/v1/orgs/"))
+    assert answer.status_code == 500 and answer["Content-Type"] == "application/json"
+    assert handler500(rf.get("/orgs/acme/"))["Content-Type"].startswith("text/html")
+
+
+def test_admin_lists_api_tokens_without_their_values(client, operators, django_user_model):
+    root = django_user_model.objects.create_superuser("root", password="pw-root-123")
+    row, value = ApiToken.issue(operators["viewer"], label="laptop")
+    client.force_login(root)
+    page = client.get("/admin/api/apitoken/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert row.prefix in html and value not in html and row.token_hash not in html
+    assert client.get("/admin/api/apitoken/add/").status_code == 403
