@@ -222,3 +222,24 @@ def test_evicting_a_mount(client, as_, org, mount):
     assert not MountSnapshot.objects.filter(mount=mount).exists()
     assert not Blob.objects.filter(organization=org, digest__in=[sha("old"), sha("new")]).exists()
     assert CacheMount.objects.filter(pk=mount.pk).exists()
+
+
+def test_list_pages_cost_the_same_queries_however_many_rows(client, as_, org):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    header = as_("viewer")
+    for i in range(3):
+        a_layer(org, a_blob(org, f"layer {i}", 10 + i), 10 + i)
+        a_snapshot(CacheMount.objects.create(organization=org, name=f"m{i}"), a_blob(org, f"snap {i}", 5), 5)
+        EngineToken.issue(org, label=f"t{i}")
+
+    def cost(url, size):
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.get(url, {"page_size": size}, **header)
+        assert answer.status_code == 200 and len(answer.json()["results"]) == size
+        return len(queries)
+
+    client.get("/api/v1/orgs/", **header)  # the token's last use is written once a minute: now
+    for url in (BLOBS, MOUNTS, TOKENS, "/api/v1/orgs/acme/steps/"):
+        assert cost(url, 1) == cost(url, 3), url
