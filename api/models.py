@@ -21,10 +21,6 @@ TOKEN_FORMAT = re.compile(rf"{TOKEN_PREFIX}[A-Za-z0-9]{{{LOOKUP_LENGTH},200}}")
 
 
 class ApiTokenQuerySet(models.QuerySet):
-    def active(self, now=None):
-        now = now or timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
-
     def matching(self, token):
         """The token (active or not) whose value is `token`, or None. Constant-time compare."""
         if not TOKEN_FORMAT.fullmatch(token):

@@ -79,8 +79,8 @@ PAGING = [
 
 class OrganizationList(OperatorView):
     @extend_schema(
-        operation_id="orgs_list",
-        parameters=PAGING, responses={200: paged(out.OrganizationSerializer), **ERRORS})
+        operation_id="orgs_list", parameters=PAGING, responses={200: paged(out.OrganizationSerializer), **ERRORS}
+    )
     def get(self, request):
         rows, pager = self.page(visible_organizations(request.user).order_by("slug"))
         return pager.get_paginated_response(out.OrganizationSerializer(rows, many=True).data)
@@ -105,7 +105,6 @@ def step_query(params):
 class StepList(OperatorView):
     @extend_schema(
         operation_id="steps_list",
-        
         parameters=[out.StepSearchSerializer, *PAGING],
         responses={200: paged(out.StepSerializer), **ERRORS},
     )
@@ -232,7 +231,6 @@ class BlobDeleted(serializers.Serializer):
 class BlobList(OperatorView):
     @extend_schema(
         operation_id="blobs_list",
-        
         parameters=[
             OpenApiParameter("sort", str, enum=_blob_sorts(), description="default -size"),
             OpenApiParameter("q", str, description="digest prefix, with or without sha256:"),
@@ -288,8 +286,8 @@ class EngineTokenCreate(serializers.Serializer):
 
 class EngineTokenList(OperatorView):
     @extend_schema(
-        operation_id="engine_tokens_list",
-        parameters=PAGING, responses={200: paged(out.EngineTokenSerializer), **ERRORS})
+        operation_id="engine_tokens_list", parameters=PAGING, responses={200: paged(out.EngineTokenSerializer), **ERRORS}
+    )
     def get(self, request, slug):
         org = self.organization(slug)
         rows = org.tokens.order_by(F("revoked_at").asc(nulls_first=True), "-created_at", "-pk")
@@ -307,7 +305,8 @@ class EngineTokenList(OperatorView):
             raise exceptions.ParseError("the body must be a JSON object")
         form = EngineTokenCreate(data=request.data or {})
         form.is_valid(raise_exception=True)
-        row, value = EngineToken.issue(org, read_only=form.validated_data["read_only"], label=form.validated_data["label"])
+        fields = form.validated_data
+        row, value = EngineToken.issue(org, read_only=fields["read_only"], label=fields["label"])
         row.token = value
         return Response(out.NewEngineTokenSerializer(row).data, status=status.HTTP_201_CREATED)
 
@@ -328,8 +327,8 @@ class EngineTokenDetail(OperatorView):
 
 class MountList(OperatorView):
     @extend_schema(
-        operation_id="mounts_list",
-        parameters=PAGING, responses={200: paged(out.MountSerializer), **ERRORS})
+        operation_id="mounts_list", parameters=PAGING, responses={200: paged(out.MountSerializer), **ERRORS}
+    )
     def get(self, request, slug):
         org = self.organization(slug)
         rows, pager = self.page(queries.mount_listing(org))

@@ -61,7 +61,9 @@ def test_api_tokens_are_refused_by_the_live_engine_endpoints(live_service, org, 
     user = django_user_model.objects.create_user("maya", password="pw-maya-123")
     value = ApiToken.issue(user)[1]
     for headers in ({"Authorization": basic(value)}, {"Authorization": f"Bearer {value}"}):
-        answer = requests.get(f"{live_service.url}/magicache/config", headers=headers, json={"EngineID": "e1"}, timeout=10)
+        answer = requests.get(
+            f"{live_service.url}/magicache/config", headers=headers, json={"EngineID": "e1"}, timeout=10
+        )
         assert answer.status_code == 401 and answer.json()["error"]
     engine = EngineToken.issue(org)[1]
     answer = requests.get(f"{live_service.url}/api/v1/orgs/", headers={"Authorization": f"Bearer {engine}"}, timeout=10)
