@@ -243,3 +243,12 @@ def test_list_pages_cost_the_same_queries_however_many_rows(client, as_, org):
     client.get("/api/v1/orgs/", **header)  # the token's last use is written once a minute: now
     for url in (BLOBS, MOUNTS, TOKENS, "/api/v1/orgs/acme/steps/"):
         assert cost(url, 1) == cost(url, 3), url
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["steps/99999999999999999999999/", "mounts/99999999999999999999999/", "engine-tokens/99999999999999999999999/"],
+)
+def test_ids_beyond_any_row_are_404(client, as_, org, path):
+    method = client.delete if path.startswith("engine-tokens") else client.get
+    assert method(f"/api/v1/orgs/acme/{path}", **as_("maintainer")).status_code == 404
