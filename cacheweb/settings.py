@@ -86,12 +86,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "cacheweb",
     "accounts",
     "blobs",
     "records",
     "mounts",
     "retention",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -256,6 +259,22 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["cacheweb.parsers.FastJSONParser"],
     "EXCEPTION_HANDLER": "cacheweb.engine_api.json_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # The operator API's schema (api/); engine views are left out of it (api.schema).
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "cacheweb operator API",
+    "DESCRIPTION": "Browse and evict an organization's cache, manage its engine tokens. "
+    "Authenticate with a personal API token: Authorization: Bearer cwu_...",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "PREPROCESSING_HOOKS": ["api.schema.only_operator_api"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from drf-spectacular-sidecar's static files (whitenoise), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOG_LEVEL = env_str("CACHEWEB_LOG_LEVEL", "INFO").upper()

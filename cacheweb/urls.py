@@ -17,6 +17,7 @@ def favicon(request):
 
 
 ENGINE_PREFIX = "/magicache/"
+API_PREFIX = "/api/"
 
 engine_api = [
     path("", include("accounts.urls")),
@@ -29,17 +30,20 @@ urlpatterns = [
     path("magicache/", include(engine_api)),
     path("healthz", healthz, name="healthz"),
     path("favicon.ico", favicon),
+    path("api/v1/", include("api.urls")),
     path("blobs/", include("blobs.data_urls")),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(form_class=ThrottledAuthenticationForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("profile/", include("api.page_urls")),
     path("", include("accounts.page_urls")),
 ]
 
 
-# Engines log response bodies: give them JSON, not an HTML error page, on every path
-# an engine calls (the API and the built-in blob URLs).
-MACHINE_PREFIXES = (ENGINE_PREFIX, "/blobs/")
+# Engines log response bodies and operator API clients parse them: give them JSON, not
+# an HTML error page, on every path an engine calls (the engine API and the built-in blob
+# URLs) and on the operator API.
+MACHINE_PREFIXES = (ENGINE_PREFIX, "/blobs/", API_PREFIX)
 
 
 def _for_machines(request):

@@ -1,0 +1,23 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from api import views
+
+org = "orgs/<slug:slug>/"
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("orgs/", views.OrganizationList.as_view(), name="api-orgs"),
+    path(org, views.OrganizationDetail.as_view(), name="api-org"),
+    path(org + "steps/", views.StepList.as_view(), name="api-steps"),
+    path(org + "steps/evict/", views.StepEviction.as_view(), name="api-steps-evict"),
+    path(org + "steps/<int:pk>/", views.StepDetail.as_view(), name="api-step"),
+    path(org + "blobs/", views.BlobList.as_view(), name="api-blobs"),
+    path(org + "blobs/<str:digest>/", views.BlobDetail.as_view(), name="api-blob"),
+    path(org + "engine-tokens/", views.EngineTokenList.as_view(), name="api-engine-tokens"),
+    path(org + "engine-tokens/<int:pk>/", views.EngineTokenDetail.as_view(), name="api-engine-token"),
+    path(org + "mounts/", views.MountList.as_view(), name="api-mounts"),
+    path(org + "mounts/<int:pk>/", views.MountDetail.as_view(), name="api-mount"),
+    path(org + "mounts/<int:pk>/evict/", views.MountEviction.as_view(), name="api-mount-evict"),
+]

@@ -1,0 +1,72 @@
+"""The OpenAPI 3 schema and its docs page, served by the service itself."""
+
+import pytest
+from django.contrib.staticfiles import finders
+from openapi_spec_validator import validate
+
+pytestmark = pytest.mark.django_db
+
+PATHS = [
+    "/api/v1/orgs/",
+    "/api/v1/orgs/{slug}/",
+    "/api/v1/orgs/{slug}/steps/",
+    "/api/v1/orgs/{slug}/steps/{id}/",
+    "/api/v1/orgs/{slug}/steps/evict/",
+    "/api/v1/orgs/{slug}/blobs/",
+    "/api/v1/orgs/{slug}/blobs/{digest}/",
+    "/api/v1/orgs/{slug}/engine-tokens/",
+    "/api/v1/orgs/{slug}/engine-tokens/{id}/",
+    "/api/v1/orgs/{slug}/mounts/",
+    "/api/v1/orgs/{slug}/mounts/{id}/",
+    "/api/v1/orgs/{slug}/mounts/{id}/evict/",
+]
+
+
+@pytest.fixture
+def schema(client):
+    answer = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def test_schema_is_valid_openapi_3_with_every_path(schema):
+    assert schema["openapi"].startswith("3.")
+    validate(schema)
+    assert sorted(schema["paths"]) == sorted(PATHS)
+    assert set(schema["paths"]["/api/v1/orgs/{slug}/steps/{id}/"]) == {"get", "delete"}
+    assert "post" in schema["paths"]["/api/v1/orgs/{slug}/steps/evict/"]
+
+
+def test_schema_leaves_the_engine_protocol_out(schema):
+    assert not [path for path in schema["paths"] if "magicache" in path]
+
+
+def test_schema_describes_the_bearer_token_and_the_step_search(schema):
+    scheme = schema["components"]["securitySchemes"]["apiToken"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    # Every operation takes the token (or the session).
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            assert {"apiToken": []} in operation["security"]
+    names = {p["name"] for p in schema["paths"]["/api/v1/orgs/{slug}/steps/"]["get"]["parameters"]}
+    assert {"q", "description", "digest", "engine", "min_age_days", "max_age_days", "used", "layer", "sort",
+            "page", "page_size"} <= names
+    page = schema["components"]["schemas"]["PagedStep"]
+    assert {"count", "next", "previous", "results"} <= set(page["properties"])
+
+
+def test_docs_page_uses_local_assets_only(client):
+    answer = client.get("/api/v1/docs/")
+    assert answer.status_code == 200
+    html = answer.content.decode()
+    assert "swagger-ui" in html and "/api/v1/schema/" in html
+    assert "cdn" not in html.lower() and "https://" not in html
+    # The Swagger UI files come from drf-spectacular-sidecar, found by staticfiles.
+    assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+
+
+def test_schema_as_json_or_yaml_by_format(client):
+    as_json = client.get("/api/v1/schema/", {"format": "json"})
+    assert as_json.status_code == 200 and as_json.json()["openapi"].startswith("3.")
+    as_yaml = client.get("/api/v1/schema/")
+    assert as_yaml.status_code == 200 and as_yaml.content.startswith(b"openapi: 3.")
