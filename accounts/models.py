@@ -11,9 +11,6 @@ from django.utils import timezone
 
 TOKEN_PREFIX = "cwt_"
 LOOKUP_LENGTH = 8
-# What issue() makes; anything else is not looked up at all (and never reaches the
-# database, whose text columns refuse some characters).
-TOKEN_FORMAT = re.compile(rf"{TOKEN_PREFIX}[A-Za-z0-9]{{{LOOKUP_LENGTH},200}}")
 LAST_USED_EVERY = timedelta(minutes=1)
 NS_PER_SECOND = 1_000_000_000
 # Engines read the periods as Go time.Durations (int64 nanoseconds, about 292 years);
@@ -81,64 +78,53 @@ def hash_token(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class EngineTokenQuerySet(models.QuerySet):
-    def active(self):
-        return self.filter(revoked_at__isnull=True)
+class HashedToken(models.Model):
+    """A credential of which only a lookup prefix and a SHA-256 hash are stored; the value
+    is shown once. Subclasses set `value_prefix` (which kind of token a value is)."""
 
-    def find(self, token):
-        """The active token whose value is `token`, or None. Constant-time compare."""
-        if not TOKEN_FORMAT.fullmatch(token):
-            return None
-        lookup = token[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + LOOKUP_LENGTH]
-        wanted = hash_token(token)
-        for candidate in self.active().select_related("organization").filter(lookup=lookup):
-            if hmac.compare_digest(candidate.token_hash, wanted):
-                return candidate
-        return None
+    value_prefix = ""
 
-
-class EngineToken(models.Model):
-    """A credential for engines. Only its hash is stored; the value is shown once."""
-
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="tokens")
     label = models.CharField(max_length=200, blank=True)
-    read_only = models.BooleanField(
-        default=False, help_text="may import and download, never export or upload"
-    )
     lookup = models.CharField(max_length=LOOKUP_LENGTH, db_index=True, editable=False)
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    objects = EngineTokenQuerySet.as_manager()
-
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
-
-    def __str__(self):
-        return f"{self.prefix}… ({self.organization.slug})"
 
     @property
     def prefix(self):
-        return f"{TOKEN_PREFIX}{self.lookup}"
+        return f"{self.value_prefix}{self.lookup}"
 
     @property
     def revoked(self):
         return self.revoked_at is not None
 
     @classmethod
-    def issue(cls, organization, read_only=False, label=""):
-        """Create a token; returns (row, value). The value is not kept anywhere."""
-        value = TOKEN_PREFIX + secrets.token_urlsafe(32).replace("-", "x").replace("_", "y")
-        row = cls.objects.create(
-            organization=organization,
-            read_only=read_only,
-            label=label,
-            lookup=value[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + LOOKUP_LENGTH],
-            token_hash=hash_token(value),
-        )
-        return row, value
+    def new_value(cls):
+        """(a fresh token value, the fields that store it: lookup and token_hash)."""
+        value = cls.value_prefix + secrets.token_urlsafe(32).replace("-", "x").replace("_", "y")
+        lookup = value[len(cls.value_prefix) : len(cls.value_prefix) + LOOKUP_LENGTH]
+        return value, {"lookup": lookup, "token_hash": hash_token(value)}
+
+    @classmethod
+    def match_value(cls, queryset, token):
+        """The token of `queryset` whose value is `token`, or None. Constant-time compare;
+        a value not shaped like this kind of token never reaches the database (whose text
+        columns refuse some characters)."""
+        if not isinstance(token, str) or not re.fullmatch(
+            rf"{re.escape(cls.value_prefix)}[A-Za-z0-9]{{{LOOKUP_LENGTH},200}}", token
+        ):
+            return None
+        lookup = token[len(cls.value_prefix) : len(cls.value_prefix) + LOOKUP_LENGTH]
+        wanted = hash_token(token)
+        for candidate in queryset.filter(lookup=lookup):
+            if hmac.compare_digest(candidate.token_hash, wanted):
+                return candidate
+        return None
 
     def revoke(self):
         if self.revoked_at is None:
@@ -149,8 +135,43 @@ class EngineToken(models.Model):
         """Record use, writing at most once a minute."""
         now = now or timezone.now()
         if self.last_used_at is None or now - self.last_used_at >= LAST_USED_EVERY:
-            EngineToken.objects.filter(pk=self.pk).update(last_used_at=now)
+            type(self).objects.filter(pk=self.pk).update(last_used_at=now)
             self.last_used_at = now
+
+
+class EngineTokenQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+    def find(self, token):
+        """The active token whose value is `token`, or None."""
+        return EngineToken.match_value(self.active().select_related("organization"), token)
+
+
+class EngineToken(HashedToken):
+    """A credential for engines. Only its hash is stored; the value is shown once."""
+
+    value_prefix = TOKEN_PREFIX
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="tokens")
+    read_only = models.BooleanField(
+        default=False, help_text="may import and download, never export or upload"
+    )
+
+    objects = EngineTokenQuerySet.as_manager()
+
+    class Meta(HashedToken.Meta):
+        pass
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.organization.slug})"
+
+    @classmethod
+    def issue(cls, organization, read_only=False, label=""):
+        """Create a token; returns (row, value). The value is not kept anywhere."""
+        value, stored = cls.new_value()
+        row = cls.objects.create(organization=organization, read_only=read_only, label=label, **stored)
+        return row, value
 
 
 class Engine(models.Model):
