@@ -1,5 +1,5 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from api import views
 
@@ -7,7 +7,7 @@ org = "orgs/<slug:slug>/"
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("orgs/", views.OrganizationList.as_view(), name="api-orgs"),
     path(org, views.OrganizationDetail.as_view(), name="api-org"),
     path(org + "steps/", views.StepList.as_view(), name="api-steps"),
