@@ -52,9 +52,9 @@ def wait_healthy(url, node, timeout=45):
     raise AssertionError(f"{node.name} never became healthy:\n{node.output()[-4000:]}")
 
 
-@pytest.mark.skipif(not settings.DATABASE_URL, reason="the tests run on SQLite; the scaled-out setup needs PostgreSQL")
 @pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith("redis"),
                     reason="the configured broker is not Redis; the scaled-out setup runs Celery on Redis")
+@pytest.mark.skipif(not settings.DATABASE_URL, reason="the tests run on SQLite; the scaled-out setup needs PostgreSQL")
 def test_the_scaling_out_section_as_written(seaweedfs):  # noqa: F811
     assert connection.vendor == "postgresql"
     base_env = scaled_out_env(seaweedfs)
