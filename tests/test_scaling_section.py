@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.models import EngineToken, Organization
+from cacheweb.models import WorkerHeartbeat
 from enginesim.scenarios import RunOptions, run
 from tests.s3 import seaweedfs  # noqa: F401  (fixture)
 from tests.support import ROOT, Process, child_env, database_url_for_children, free_port
@@ -24,6 +25,7 @@ from tests.support import ROOT, Process, child_env, database_url_for_children, f
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MANAGE = [sys.executable, "manage.py"]
+METRICS_TOKEN = secrets.token_urlsafe(16)  # lets /healthz show what each node is using
 
 
 def scaled_out_env(store, **extra):
@@ -33,6 +35,7 @@ def scaled_out_env(store, **extra):
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         CACHEWEB_SECRET_KEY=settings.SECRET_KEY,
         CACHEWEB_ALLOWED_HOSTS="127.0.0.1",
+        CACHEWEB_METRICS_TOKEN=METRICS_TOKEN,
         **store.env(prefix="scale" + secrets.token_hex(6)),
         **extra,
     )
@@ -43,7 +46,7 @@ def wait_healthy(url, node, timeout=45):
     while time.monotonic() < deadline:
         assert node.proc.poll() is None, f"{node.name} exited:\n{node.output()[-4000:]}"
         try:
-            answer = requests.get(url + "/healthz", timeout=5)
+            answer = requests.get(url + "/healthz", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5)
             if answer.status_code == 200:
                 return answer
         except requests.ConnectionError:
@@ -52,6 +55,7 @@ def wait_healthy(url, node, timeout=45):
     raise AssertionError(f"{node.name} never became healthy:\n{node.output()[-4000:]}")
 
 
+@pytest.mark.slow  # about a minute: the scheduler's first heartbeat comes after 30 s
 @pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith("redis"),
                     reason="the configured broker is not Redis; the scaled-out setup runs Celery on Redis")
 @pytest.mark.skipif(not settings.DATABASE_URL, reason="the tests run on SQLite; the scaled-out setup needs PostgreSQL")
@@ -77,9 +81,11 @@ def test_the_scaling_out_section_as_written(seaweedfs):  # noqa: F811
         nodes.append(Process("worker", [*MANAGE, "serve", "--only", "worker"], base_env))
         nodes.append(Process("beat", [*MANAGE, "serve", "--only", "beat"], base_env))
         for url, node in zip(urls, nodes):
-            health = wait_healthy(url, node)
+            health = wait_healthy(url, node).json()
             # Each web node checks the database, S3 and the broker it was given.
-            assert health.json(), health.text
+            assert health["database"]["vendor"] == "postgresql", health
+            assert health["storage"] == {**health["storage"], "backend": "s3", "bucket": seaweedfs.bucket}, health
+            assert health["broker"]["transport"] == "redis", health
 
         report = run(RunOptions(url=urls[0] + "/magicache", urls=(urls[0] + "/magicache", urls[1] + "/magicache"),
                                 token=token, engines=2, scale=4096, settle_seconds=30))
@@ -99,7 +105,14 @@ def test_the_scaling_out_section_as_written(seaweedfs):  # noqa: F811
         # Blobs went to S3, not to the data directory.
         objects = seaweedfs.client().list_objects_v2(Bucket=seaweedfs.bucket, Prefix=base_env["CACHEWEB_S3_PREFIX"])
         assert objects.get("KeyCount", 0) > 0
-        assert "celery@" in nodes[2].output() and "beat" in nodes[3].output().lower(), summary
+        # The scheduler's heartbeat goes through Redis to the worker, which writes it to
+        # PostgreSQL (every 30 s).
+        deadline = time.monotonic() + 45
+        while not WorkerHeartbeat.objects.exists():
+            assert time.monotonic() < deadline, summary
+            time.sleep(1)
+        health = requests.get(urls[1] + "/healthz", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5)
+        assert health.json()["worker"]["last_heartbeat"], health.text
     finally:
         for node in nodes:
             node.stop(grace=40)
