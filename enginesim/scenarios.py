@@ -44,6 +44,9 @@ class RunOptions:
     # busy engine posts tens of thousands of mostly unchanged keys every period.
     history: int = 0
     max_requests: int | None = None
+    # Several front ends of one service (scaled out): engine i talks to urls[i % len(urls)].
+    # Empty: every engine uses `url`.
+    urls: tuple[str, ...] = ()
 
 
 def run(options: RunOptions) -> RunReport:
@@ -69,7 +72,8 @@ def _engine(options, index, log, ledger):
     rng = random.Random(f"{options.seed}/{index}")
     name = f"enginesim-{options.seed}-{index}-{rng.getrandbits(32):08x}"
     return SimEngine(
-        name, options.url, options.token, log, ledger, seed=rng.getrandbits(64),
+        name, options.urls[index % len(options.urls)] if options.urls else options.url,
+        options.token, log, ledger, seed=rng.getrandbits(64),
         mounts=MOUNTS[: 1 + index % 2] if options.mounts else (),
         prune_every=7, download_limit=options.download_limit,
         offset_minutes=OFFSETS[index % len(OFFSETS)],
