@@ -3,7 +3,7 @@ selectors (records.steps, dashboard.queries) return; the schema is generated fro
 
 from rest_framework import serializers
 
-from accounts.models import EngineToken, Organization
+from accounts.models import MAX_PERIOD, EngineToken, Organization
 from records.steps import MAX_AGE_DAYS, MAX_TEXT, STEP_SORTS, USED_CHOICES
 
 
@@ -211,3 +211,29 @@ class NewEngineTokenSerializer(EngineTokenSerializer):
 class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     fields = serializers.DictField(required=False, help_text="each bad field and what is wrong with it")
+
+
+class OrganizationUpdateSerializer(serializers.Serializer):
+    """PATCH /orgs/{slug}/, for the schema: accounts.forms.OrganizationSettingsForm (the
+    dashboard's settings form) validates the fields."""
+
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    import_period = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PERIOD, help_text="seconds")
+    export_period = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PERIOD, help_text="seconds")
+    export_timeout = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PERIOD, help_text="seconds")
+
+
+class EngineSerializer(serializers.Serializer):
+    """A row of accounts.engines.engine_listing: what the dashboard's engines page shows."""
+
+    id = serializers.IntegerField(source="pk")
+    engine_id = serializers.CharField()
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()
+    address = serializers.IPAddressField(source="remote_addr", allow_null=True)
+    client = serializers.CharField(source="user_agent", help_text="the engine's User-Agent")
+    last_token_prefix = serializers.SerializerMethodField(help_text="prefix of the engine token it last used")
+
+    def get_last_token_prefix(self, engine) -> str | None:
+        return engine.last_token.prefix if engine.last_token else None
+

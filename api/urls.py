@@ -10,6 +10,8 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("orgs/", views.OrganizationList.as_view(), name="api-orgs"),
     path(org, views.OrganizationDetail.as_view(), name="api-org"),
+    path(org + "engines/", views.EngineList.as_view(), name="api-engines"),
+    path(org + "engines/<int:pk>/", views.EngineDetail.as_view(), name="api-engine"),
     path(org + "steps/", views.StepList.as_view(), name="api-steps"),
     path(org + "steps/evict/", views.StepEviction.as_view(), name="api-steps-evict"),
     path(org + "steps/<int:pk>/", views.StepDetail.as_view(), name="api-step"),

@@ -14,6 +14,8 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.engines import DEFAULT_ENGINE_SORT, engine_detail, engine_listing, engine_sorts
+from accounts.forms import OrganizationSettingsForm
 from accounts.models import EngineToken
 from accounts.scoping import organization_for, visible_organizations
 from api import serializers as out
@@ -86,10 +88,81 @@ class OrganizationList(OperatorView):
         return pager.get_paginated_response(out.OrganizationSerializer(rows, many=True).data)
 
 
+def _json_object(data):
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise exceptions.ParseError("the body must be a JSON object")
+    return data
+
+
+def settings_form(org, data):
+    """The dashboard's settings form bound to `org` with the fields of a PATCH body; the
+    fields not given keep their values. Type mistakes a form would coerce (true, 1.5,
+    "10" for a period; 5 for a name) are refused here, before it."""
+    fields = OrganizationSettingsForm._meta.fields
+    errors = {name: "not a setting (one of " + ", ".join(fields) + ")" for name in data if name not in fields}
+    for name, value in data.items():
+        if name == "name" and not isinstance(value, str):
+            errors[name] = "a string"
+        elif name in fields and name != "name" and (isinstance(value, bool) or not isinstance(value, int)):
+            errors[name] = "a whole number of seconds"
+    if errors:
+        raise exceptions.ValidationError(errors)
+    bound = {name: getattr(org, name) for name in fields} | data
+    return OrganizationSettingsForm(bound, instance=org)
+
+
 class OrganizationDetail(OperatorView):
     @extend_schema(responses={200: out.OrganizationSerializer, **ERRORS})
     def get(self, request, slug):
         return Response(out.OrganizationSerializer(self.organization(slug)).data)
+
+    @extend_schema(
+        request=out.OrganizationUpdateSerializer,
+        responses={200: out.OrganizationSerializer, **ERRORS},
+        description=(
+            "Change the organization's settings (maintainers), as the dashboard's settings form does. "
+            "Engines pick them up at their next start."
+        ),
+    )
+    def patch(self, request, slug):
+        org = self.organization(slug, maintain=True)
+        form = settings_form(org, _json_object(request.data))
+        if not form.is_valid():
+            raise exceptions.ValidationError({name: " ".join(errs) for name, errs in form.errors.items()})
+        form.save()
+        return Response(out.OrganizationSerializer(org).data)
+
+
+# ---- engines ---------------------------------------------------------------------------
+
+
+class EngineList(OperatorView):
+    @extend_schema(
+        operation_id="engines_list",
+        parameters=[
+            OpenApiParameter("sort", str, enum=engine_sorts(), description=f"default {DEFAULT_ENGINE_SORT}"),
+            *PAGING,
+        ],
+        responses={200: paged(out.EngineSerializer), **ERRORS},
+    )
+    def get(self, request, slug):
+        org = self.organization(slug)
+        sort = (request.query_params.get("sort") or "").strip() or DEFAULT_ENGINE_SORT
+        if sort not in engine_sorts():
+            raise exceptions.ValidationError({"sort": "one of " + ", ".join(engine_sorts())})
+        rows, pager = self.page(engine_listing(org, sort))
+        return pager.get_paginated_response(out.EngineSerializer(rows, many=True).data)
+
+
+class EngineDetail(OperatorView):
+    @extend_schema(responses={200: out.EngineSerializer, **ERRORS})
+    def get(self, request, slug, pk):
+        engine = engine_detail(self.organization(slug), pk)
+        if engine is None:
+            raise Http404("no such engine")
+        return Response(out.EngineSerializer(engine).data)
 
 
 # ---- build steps -----------------------------------------------------------------------
@@ -374,3 +447,4 @@ class MountEviction(OperatorView):
                 "freed_bytes": sum(size or 0 for size in freed.values()),
             }
         )
+
