@@ -29,6 +29,7 @@ from mounts.models import CacheMount
 from mounts.services import evict_mount
 from records import eviction, steps
 from records.digests import could_start_a_digest, digest_prefix
+from retention import services as retention
 
 # S3 not answering or a disk refusing the unlink: the dashboard reports the same.
 STORE_FAILURES = (StoreUnavailable, OSError)
@@ -448,3 +449,79 @@ class MountEviction(OperatorView):
             }
         )
 
+
+# ---- storage lifecycle -----------------------------------------------------------------
+
+DEFAULT_ITEM_LIMIT = 50
+MAX_ITEM_LIMIT = 500
+
+
+class LifecycleFailed(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "the lifecycle pass failed"
+
+
+def _item_limit(text):
+    """The `limit` query parameter, items listed per kind: a whole number from 0 to
+    MAX_ITEM_LIMIT."""
+    text = (text or "").strip()
+    if not text:
+        return DEFAULT_ITEM_LIMIT
+    if not (text.isascii() and text.isdigit() and len(text) < 10) or int(text) > MAX_ITEM_LIMIT:
+        raise exceptions.ValidationError({"limit": f"a whole number from 0 to {MAX_ITEM_LIMIT}"})
+    return int(text)
+
+
+LIMIT_HELP = f"rows listed per kind, 0 to {MAX_ITEM_LIMIT} ({DEFAULT_ITEM_LIMIT}); counts and bytes cover all"
+
+
+class LifecycleRunRequest(serializers.Serializer):
+    dry_run = serializers.BooleanField(required=False, default=False)
+    limit = serializers.IntegerField(required=False, min_value=0, max_value=MAX_ITEM_LIMIT, help_text=LIMIT_HELP)
+
+
+class LifecyclePreview(OperatorView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 0, "maximum": MAX_ITEM_LIMIT}, description=LIMIT_HELP
+            )
+        ],
+        responses={200: out.LifecycleReportSerializer, **ERRORS},
+        description=(
+            "What the next storage lifecycle pass would delete, deleting nothing: released and failed mount "
+            "snapshots, stale pending exports, unreferenced blobs and evicted ones. A run right after, with "
+            "nothing changed in between, deletes exactly these."
+        ),
+    )
+    def get(self, request, slug):
+        org = self.organization(slug)
+        limit = _item_limit(request.query_params.get("limit"))
+        return Response(out.LifecycleReportSerializer(retention.preview(org, limit=limit)).data)
+
+
+class LifecycleRun(OperatorView):
+    @extend_schema(
+        request=LifecycleRunRequest,
+        responses={200: out.LifecycleReportSerializer, 503: out.ErrorSerializer, **ERRORS},
+        description=(
+            "Run the storage lifecycle pass over the organization now (maintainers) and answer what it deleted; "
+            "with dry_run, what it would delete."
+        ),
+    )
+    def post(self, request, slug):
+        org = self.organization(slug, maintain=True)
+        data = _json_object(request.data)
+        errors = {name: "unknown field (dry_run, limit)" for name in data if name not in ("dry_run", "limit")}
+        dry_run = data.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            errors["dry_run"] = "true or false"
+        limit = data.get("limit", DEFAULT_ITEM_LIMIT)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_ITEM_LIMIT:
+            errors["limit"] = f"a whole number from 0 to {MAX_ITEM_LIMIT}"
+        if errors:
+            raise exceptions.ValidationError(errors)
+        [report] = retention.collect_garbage(organization=org, dry_run=dry_run, item_limit=limit, log_summary=True)
+        if report.error:
+            raise LifecycleFailed(f"the pass stopped: {report.error}; what it deleted before stays deleted")
+        return Response(out.LifecycleReportSerializer(report).data)
