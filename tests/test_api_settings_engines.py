@@ -194,3 +194,23 @@ def test_engines_per_role(client, as_, engines):
         assert client.get(path).status_code == 401
         # Reads only: no write methods.
         assert client.delete(path, **as_("maintainer")).status_code == 405
+
+
+def test_an_engines_page_costs_the_same_queries_however_many_rows(client, as_, org):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for i in range(3):
+        token, _ = EngineToken.issue(org, label=f"t{i}")
+        Engine.objects.create(organization=org, engine_id=f"e{i}", last_token=token)
+    header = as_("viewer")
+    client.get("/api/v1/orgs/", **header)  # the token's last use is written once a minute: now
+
+    def cost(size):
+        with CaptureQueriesContext(connection) as queries:
+            answer = client.get(ENGINES, {"page_size": size}, **header)
+        assert answer.status_code == 200 and len(answer.json()["results"]) == size
+        assert all(e["last_token_prefix"] for e in answer.json()["results"])
+        return len(queries)
+
+    assert cost(1) == cost(3)
