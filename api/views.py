@@ -3,7 +3,8 @@
 Every organization object is reached through accounts.scoping.organization_for (outsiders
 404, viewers 403 on writes), and every listing and eviction calls the same selectors and
 services as the dashboard pages (records.steps, records.eviction, dashboard.queries,
-blobs.services, mounts.services): no query or eviction rule lives here.
+blobs.services, mounts.services, accounts.engines, retention.services), and settings are
+validated by the dashboard's own form (accounts.forms): no query or rule lives here.
 """
 
 from django.db.models import F
