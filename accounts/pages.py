@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.engines import engine_listing
 from accounts.forms import OrganizationSettingsForm, TokenForm
 from accounts.models import EngineToken
 from accounts.scoping import can_maintain, organization_for, visible_organizations
@@ -44,7 +45,7 @@ def organization(request, slug):
             org,
             tab="overview",
             form=form,
-            engines=org.engines.all()[:RECENT_ENGINES],
+            engines=engine_listing(org)[:RECENT_ENGINES],
             engine_count=org.engines.count(),
             active_tokens=org.tokens.active().count(),
         ),
@@ -85,7 +86,7 @@ def revoke_token(request, slug, pk):
 @login_required
 def engines(request, slug):
     org = organization_for(request.user, slug)
-    return render(request, "accounts/engines.html", _context(request, org, tab="engines", engines=org.engines.all()))
+    return render(request, "accounts/engines.html", _context(request, org, tab="engines", engines=engine_listing(org)))
 
 
 def _engine_url(request):

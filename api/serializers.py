@@ -3,7 +3,7 @@ selectors (records.steps, dashboard.queries) return; the schema is generated fro
 
 from rest_framework import serializers
 
-from accounts.models import EngineToken, Organization
+from accounts.models import MAX_PERIOD, EngineToken, Organization
 from records.steps import MAX_AGE_DAYS, MAX_TEXT, STEP_SORTS, USED_CHOICES
 
 
@@ -211,3 +211,93 @@ class NewEngineTokenSerializer(EngineTokenSerializer):
 class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     fields = serializers.DictField(required=False, help_text="each bad field and what is wrong with it")
+
+
+class OrganizationUpdateSerializer(serializers.Serializer):
+    """PATCH /orgs/{slug}/, for the schema: accounts.forms.OrganizationSettingsForm (the
+    dashboard's settings form) validates the fields."""
+
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    import_period = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PERIOD, help_text="seconds")
+    export_period = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PERIOD, help_text="seconds")
+    export_timeout = serializers.IntegerField(required=False, min_value=1, max_value=MAX_PERIOD, help_text="seconds")
+
+
+class EngineSerializer(serializers.Serializer):
+    """A row of accounts.engines.engine_listing: what the dashboard's engines page shows."""
+
+    id = serializers.IntegerField(source="pk")
+    engine_id = serializers.CharField()
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()
+    address = serializers.IPAddressField(source="remote_addr", allow_null=True)
+    client = serializers.CharField(source="user_agent", help_text="the engine's User-Agent")
+    last_token_prefix = serializers.SerializerMethodField(help_text="prefix of the engine token it last used")
+
+    def get_last_token_prefix(self, engine) -> str | None:
+        return engine.last_token.prefix if engine.last_token else None
+
+
+class LifecycleBlobSerializer(serializers.Serializer):
+    digest = serializers.CharField()
+    size = serializers.IntegerField(allow_null=True)
+    state = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    verified_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+
+
+class LifecycleSnapshotSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    mount = serializers.IntegerField(source="mount_id")
+    mount_name = serializers.CharField(source="mount.name")
+    digest = serializers.CharField()
+    size = serializers.IntegerField()
+    state = serializers.CharField()
+    released_at = serializers.DateTimeField(allow_null=True)
+    failed_at = serializers.DateTimeField(allow_null=True)
+
+
+class LifecyclePendingExportSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    record = serializers.IntegerField(source="record_id")
+    identity = serializers.CharField(source="record.identity")
+    cache_ref_id = serializers.CharField()
+    asked_at = serializers.DateTimeField()
+
+
+def _kind_counts(help_text):
+    return serializers.DictField(child=serializers.IntegerField(), help_text=help_text)
+
+
+class LifecycleItemsSerializer(serializers.Serializer):
+    released_snapshots = LifecycleSnapshotSerializer(many=True)
+    failed_snapshots = LifecycleSnapshotSerializer(many=True)
+    pending_exports = LifecyclePendingExportSerializer(many=True)
+    unreferenced_blobs = LifecycleBlobSerializer(many=True)
+    unused_blobs = LifecycleBlobSerializer(many=True)
+    over_limit_blobs = LifecycleBlobSerializer(many=True)
+
+
+class LifecycleReportSerializer(serializers.Serializer):
+    """A retention.services.Report."""
+
+    organization = serializers.CharField()
+    dry_run = serializers.BooleanField(help_text="true: nothing was deleted, this is what would be")
+    grace_seconds = serializers.SerializerMethodField(help_text="rows and blobs younger than this are kept")
+    eviction = serializers.SerializerMethodField(help_text="the eviction policy in force")
+    counts = _kind_counts("per kind, how many (all of them, listed or not)")
+    bytes = _kind_counts("per blob kind, how many bytes")
+    freed_bytes = serializers.IntegerField()
+    kept = serializers.IntegerField(help_text="blobs the store failed to delete: left for the next pass")
+    items = LifecycleItemsSerializer(help_text="per kind, the rows, in the order the pass takes them, up to `limit`")
+    unlisted = serializers.SerializerMethodField(help_text="per kind, how many the items leave out")
+
+    def get_grace_seconds(self, report) -> int:
+        return int(report.grace.total_seconds())
+
+    def get_eviction(self, report) -> str:
+        return report.policy.describe()
+
+    def get_unlisted(self, report) -> _kind_counts(""):
+        return {kind: report.unlisted(kind) for kind in report.counts}

@@ -3,7 +3,8 @@
 Every organization object is reached through accounts.scoping.organization_for (outsiders
 404, viewers 403 on writes), and every listing and eviction calls the same selectors and
 services as the dashboard pages (records.steps, records.eviction, dashboard.queries,
-blobs.services, mounts.services): no query or eviction rule lives here.
+blobs.services, mounts.services, accounts.engines, retention.services), and settings are
+validated by the dashboard's own form (accounts.forms): no query or rule lives here.
 """
 
 from django.db.models import F
@@ -14,6 +15,8 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.engines import DEFAULT_ENGINE_SORT, engine_detail, engine_listing, engine_sorts
+from accounts.forms import OrganizationSettingsForm
 from accounts.models import EngineToken
 from accounts.scoping import organization_for, visible_organizations
 from api import serializers as out
@@ -27,6 +30,7 @@ from mounts.models import CacheMount
 from mounts.services import evict_mount
 from records import eviction, steps
 from records.digests import could_start_a_digest, digest_prefix
+from retention import services as retention
 
 # S3 not answering or a disk refusing the unlink: the dashboard reports the same.
 STORE_FAILURES = (StoreUnavailable, OSError)
@@ -86,10 +90,81 @@ class OrganizationList(OperatorView):
         return pager.get_paginated_response(out.OrganizationSerializer(rows, many=True).data)
 
 
+def _json_object(data):
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise exceptions.ParseError("the body must be a JSON object")
+    return data
+
+
+def settings_form(org, data):
+    """The dashboard's settings form bound to `org` with the fields of a PATCH body; the
+    fields not given keep their values. Type mistakes a form would coerce (true, 1.5,
+    "10" for a period; 5 for a name) are refused here, before it."""
+    fields = OrganizationSettingsForm._meta.fields
+    errors = {name: "not a setting (one of " + ", ".join(fields) + ")" for name in data if name not in fields}
+    for name, value in data.items():
+        if name == "name" and not isinstance(value, str):
+            errors[name] = "a string"
+        elif name in fields and name != "name" and (isinstance(value, bool) or not isinstance(value, int)):
+            errors[name] = "a whole number of seconds"
+    if errors:
+        raise exceptions.ValidationError(errors)
+    bound = {name: getattr(org, name) for name in fields} | data
+    return OrganizationSettingsForm(bound, instance=org)
+
+
 class OrganizationDetail(OperatorView):
     @extend_schema(responses={200: out.OrganizationSerializer, **ERRORS})
     def get(self, request, slug):
         return Response(out.OrganizationSerializer(self.organization(slug)).data)
+
+    @extend_schema(
+        request=out.OrganizationUpdateSerializer,
+        responses={200: out.OrganizationSerializer, **ERRORS},
+        description=(
+            "Change the organization's settings (maintainers), as the dashboard's settings form does. "
+            "Engines pick them up at their next start."
+        ),
+    )
+    def patch(self, request, slug):
+        org = self.organization(slug, maintain=True)
+        form = settings_form(org, _json_object(request.data))
+        if not form.is_valid():
+            raise exceptions.ValidationError({name: " ".join(errs) for name, errs in form.errors.items()})
+        form.save()
+        return Response(out.OrganizationSerializer(org).data)
+
+
+# ---- engines ---------------------------------------------------------------------------
+
+
+class EngineList(OperatorView):
+    @extend_schema(
+        operation_id="engines_list",
+        parameters=[
+            OpenApiParameter("sort", str, enum=engine_sorts(), description=f"default {DEFAULT_ENGINE_SORT}"),
+            *PAGING,
+        ],
+        responses={200: paged(out.EngineSerializer), **ERRORS},
+    )
+    def get(self, request, slug):
+        org = self.organization(slug)
+        sort = (request.query_params.get("sort") or "").strip() or DEFAULT_ENGINE_SORT
+        if sort not in engine_sorts():
+            raise exceptions.ValidationError({"sort": "one of " + ", ".join(engine_sorts())})
+        rows, pager = self.page(engine_listing(org, sort))
+        return pager.get_paginated_response(out.EngineSerializer(rows, many=True).data)
+
+
+class EngineDetail(OperatorView):
+    @extend_schema(responses={200: out.EngineSerializer, **ERRORS})
+    def get(self, request, slug, pk):
+        engine = engine_detail(self.organization(slug), pk)
+        if engine is None:
+            raise Http404("no such engine")
+        return Response(out.EngineSerializer(engine).data)
 
 
 # ---- build steps -----------------------------------------------------------------------
@@ -374,3 +449,80 @@ class MountEviction(OperatorView):
                 "freed_bytes": sum(size or 0 for size in freed.values()),
             }
         )
+
+
+# ---- storage lifecycle -----------------------------------------------------------------
+
+DEFAULT_ITEM_LIMIT = 50
+MAX_ITEM_LIMIT = 500
+
+
+class LifecycleFailed(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "the lifecycle pass failed"
+
+
+def _item_limit(text):
+    """The `limit` query parameter, items listed per kind: a whole number from 0 to
+    MAX_ITEM_LIMIT."""
+    text = (text or "").strip()
+    if not text:
+        return DEFAULT_ITEM_LIMIT
+    if not (text.isascii() and text.isdigit() and len(text) < 10) or int(text) > MAX_ITEM_LIMIT:
+        raise exceptions.ValidationError({"limit": f"a whole number from 0 to {MAX_ITEM_LIMIT}"})
+    return int(text)
+
+
+LIMIT_HELP = f"rows listed per kind, 0 to {MAX_ITEM_LIMIT} ({DEFAULT_ITEM_LIMIT}); counts and bytes cover all"
+
+
+class LifecycleRunRequest(serializers.Serializer):
+    dry_run = serializers.BooleanField(required=False, default=False)
+    limit = serializers.IntegerField(required=False, min_value=0, max_value=MAX_ITEM_LIMIT, help_text=LIMIT_HELP)
+
+
+class LifecyclePreview(OperatorView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 0, "maximum": MAX_ITEM_LIMIT}, description=LIMIT_HELP
+            )
+        ],
+        responses={200: out.LifecycleReportSerializer, **ERRORS},
+        description=(
+            "What the next storage lifecycle pass would delete, deleting nothing: released and failed mount "
+            "snapshots, stale pending exports, unreferenced blobs and evicted ones. A run right after, with "
+            "nothing changed in between, deletes exactly these."
+        ),
+    )
+    def get(self, request, slug):
+        org = self.organization(slug)
+        limit = _item_limit(request.query_params.get("limit"))
+        return Response(out.LifecycleReportSerializer(retention.preview(org, limit=limit)).data)
+
+
+class LifecycleRun(OperatorView):
+    @extend_schema(
+        request=LifecycleRunRequest,
+        responses={200: out.LifecycleReportSerializer, 503: out.ErrorSerializer, **ERRORS},
+        description=(
+            "Run the storage lifecycle pass over the organization now (maintainers) and answer what it deleted; "
+            "with dry_run, what it would delete."
+        ),
+    )
+    def post(self, request, slug):
+        org = self.organization(slug, maintain=True)
+        data = _json_object(request.data)
+        errors = {name: "unknown field (dry_run, limit)" for name in data if name not in ("dry_run", "limit")}
+        dry_run = data.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            errors["dry_run"] = "true or false"
+        limit = data.get("limit", DEFAULT_ITEM_LIMIT)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_ITEM_LIMIT:
+            errors["limit"] = f"a whole number from 0 to {MAX_ITEM_LIMIT}"
+        if errors:
+            raise exceptions.ValidationError(errors)
+        [report] = retention.collect_garbage(organization=org, dry_run=dry_run, item_limit=limit, log_summary=True)
+        if report.error:
+            raise LifecycleFailed(f"the pass stopped: {report.error}; what it deleted before stays deleted")
+        return Response(out.LifecycleReportSerializer(report).data)

@@ -19,6 +19,10 @@ PATHS = [
     "/api/v1/orgs/{slug}/mounts/",
     "/api/v1/orgs/{slug}/mounts/{id}/",
     "/api/v1/orgs/{slug}/mounts/{id}/evict/",
+    "/api/v1/orgs/{slug}/engines/",
+    "/api/v1/orgs/{slug}/engines/{id}/",
+    "/api/v1/orgs/{slug}/lifecycle/preview/",
+    "/api/v1/orgs/{slug}/lifecycle/run/",
 ]
 
 
@@ -74,3 +78,19 @@ def test_schema_as_json_or_yaml_by_format(client):
     assert as_json.status_code == 200 and as_json.json()["openapi"].startswith("3.")
     as_yaml = client.get("/api/v1/schema/")
     assert as_yaml.status_code == 200 and as_yaml.content.startswith(b"openapi: 3.")
+
+
+def test_schema_describes_the_settings_engines_and_lifecycle(schema):
+    paths = schema["paths"]
+    org = paths["/api/v1/orgs/{slug}/"]
+    assert set(org) >= {"get", "patch"}
+    settings = org["patch"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    fields = schema["components"]["schemas"][settings]["properties"]
+    assert set(fields) == {"name", "import_period", "export_period", "export_timeout"}
+    assert fields["import_period"]["minimum"] == 1
+    sorts = {p["name"]: p for p in paths["/api/v1/orgs/{slug}/engines/"]["get"]["parameters"]}["sort"]
+    assert "-last_seen" in sorts["schema"]["enum"] and "engine_id" in sorts["schema"]["enum"]
+    limit = {p["name"]: p for p in paths["/api/v1/orgs/{slug}/lifecycle/preview/"]["get"]["parameters"]}["limit"]
+    assert limit["schema"] == {"type": "integer", "minimum": 0, "maximum": 500}
+    run = paths["/api/v1/orgs/{slug}/lifecycle/run/"]
+    assert set(run) == {"post"} and "503" in run["post"]["responses"]
