@@ -8,6 +8,9 @@ from django.core.management import call_command
 from api.models import ApiToken
 from tests.browser import browser_page, log_in
 
+# CI runs this in the embedded pass only (pytest.ini: once).
+pytestmark = pytest.mark.once
+
 
 @pytest.fixture
 def static_files(transactional_db):

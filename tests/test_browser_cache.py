@@ -16,6 +16,9 @@ from mounts.models import CacheMount, MountSnapshot
 from tests.browser import browser_page, log_in
 from tests.cache_rows import a_blob, a_layer, a_snapshot
 
+# CI runs this in the embedded pass only (pytest.ini: once).
+pytestmark = pytest.mark.once
+
 
 @pytest.fixture
 def static_files(transactional_db):

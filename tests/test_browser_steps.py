@@ -15,6 +15,9 @@ from records.models import Result
 from tests.browser import browser_page, log_in
 from tests.step_graph import BUILD, COPY_MOD, PULL, export_graph, layer_digest
 
+# CI runs this in the embedded pass only (pytest.ini: once).
+pytestmark = pytest.mark.once
+
 SHOTS = Path("/tmp/cacheweb-shots")
 
 

@@ -10,6 +10,9 @@ from accounts.models import EngineToken
 from tests.browser import browser_page, log_in
 from tests.support import basic
 
+# CI runs this in the embedded pass only (pytest.ini: once).
+pytestmark = pytest.mark.once
+
 
 @pytest.fixture
 def static_files(transactional_db):

@@ -14,6 +14,9 @@ import requests
 
 from tests.support import ROOT, free_port
 
+# CI runs this in the embedded pass only (pytest.ini: once).
+pytestmark = pytest.mark.once
+
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "docker" / "compose.yaml"
 HELM_VALUES = ROOT / "deploy" / "helm" / "dagger-engine-values.yaml"

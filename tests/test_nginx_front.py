@@ -24,6 +24,7 @@ CONF = ROOT / "deploy" / "nginx" / "cacheweb.conf"
 BLOB_SIZE = 50 * 1024 * 1024
 
 pytestmark = [
+    pytest.mark.once,  # CI runs it in the embedded pass only (pytest.ini)
     pytest.mark.skipif(not NGINX.exists(), reason="Debian's nginx is not installed (/usr/sbin/nginx): apt-get install nginx"),
     pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is not installed: apt-get install openssl"),
     pytest.mark.django_db(transaction=True),
