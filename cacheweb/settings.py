@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "mounts",
     "retention",
     "api",
+    "activity",
 ]
 
 MIDDLEWARE = [
