@@ -275,7 +275,9 @@ def test_pipelined_request_behind_a_put_is_answered(live_service, engine_org):
     assert builtin_store().path(org.pk, digest).read_bytes() == data
 
 
+# Streaming a GiB with flat memory depends on the web stack, not on the database: once.
 @pytest.mark.slow
+@pytest.mark.once
 def test_one_gib_blob_up_and_down_with_flat_memory_builtin(live_service, engine_org):
     org, token = engine_org
     engine = Engine(live_service, token)
@@ -305,7 +307,9 @@ def test_one_gib_blob_up_and_down_with_flat_memory_builtin(live_service, engine_
     path.unlink()
 
 
+# Streaming a GiB with flat memory depends on the web stack, not on the database: once.
 @pytest.mark.slow
+@pytest.mark.once
 def test_one_gib_blob_up_and_down_through_s3(seaweedfs, engine_org):  # noqa: F811
     org, token = engine_org
     prefix = "live" + os.urandom(4).hex()
