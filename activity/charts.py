@@ -110,11 +110,14 @@ class Chart:
 
     @property
     def top_label(self):
-        return _format(self.top, self.spec.unit)
+        return _format(self.top, self.spec.unit) if self.top else ""
 
     @property
     def middle_label(self):
-        return _format(self.top // 2, self.spec.unit) if self.top else ""
+        if not self.top:
+            return ""
+        # 5 halves to 2.5: a count's scale says so rather than round down.
+        return _format(self.top // 2, "bytes") if self.spec.unit == "bytes" else f"{self.top / 2:g}"
 
     @property
     def first_label(self):
