@@ -48,7 +48,7 @@ class ActivitySerializer(serializers.Serializer):
     charts = ChartSerializer(many=True, help_text="how the dashboard groups the series into charts")
 
 
-class Activity(OperatorView):
+class ActivityView(OperatorView):
     @extend_schema(
         operation_id="activity",
         parameters=[
