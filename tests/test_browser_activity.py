@@ -94,6 +94,8 @@ def test_overview_and_engine_page_draw_the_activity(static_files, live_service, 
         assert svg["width"] <= width and svg["width"] > 250
         assert page.evaluate("document.querySelector('#activity').scrollWidth <= document.querySelector('#activity').clientWidth")
         page.screenshot(path=str(SHOTS / "overview-390.png"), full_page=True)
+        page.locator("#chart-reuse").screenshot(path=str(SHOTS / "overview-390-reuse.png"))
+        page.locator(".range-switch").screenshot(path=str(SHOTS / "overview-390-range.png"))
 
         page.goto(f"{live_service.url}/orgs/acme/engines/{activity['builder'].pk}/?range=24h")
         found, count = bar_values(page, "transfers")
