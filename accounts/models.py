@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
 
 TOKEN_PREFIX = "cwt_"
@@ -211,13 +211,19 @@ class Engine(models.Model):
             },
         )
         if not created:
+            # The same token again in the same minute: its use row is fresh enough unwritten
+            # (so it is written at most once a minute, and is right to the minute).
+            fresh = engine.last_token_id == token.pk and _minute(engine.last_seen) == _minute(now)
             engine.last_seen = now
             engine.remote_addr = remote_addr
             engine.user_agent = user_agent[:500]
             engine.last_token = token
             engine.save(update_fields=["last_seen", "remote_addr", "user_agent", "last_token"])
+            if not fresh:
+                EngineTokenUse.note(engine, token, now)
         else:
             cls.prune(token.organization_id)
+            EngineTokenUse.note(engine, token, now)
         return engine
 
     @classmethod
@@ -239,6 +245,36 @@ class Engine(models.Model):
             if not excess:
                 return
             cls.objects.filter(pk__in=excess).delete()
+
+
+def _minute(at):
+    return int(at.timestamp()) // 60
+
+
+class EngineTokenUse(models.Model):
+    """An engine token an engine called /config with: first and last time (to the minute)."""
+
+    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="token_uses")
+    token = models.ForeignKey(EngineToken, on_delete=models.CASCADE, related_name="engine_uses")
+    first_used = models.DateTimeField()
+    last_used = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["engine", "token"], name="engine_token_use_unique")]
+
+    @classmethod
+    def note(cls, engine, token, at):
+        """One statement: insert the pair, or move its last_used on (never back: several
+        web processes may note the same pair at once)."""
+        table = cls._meta.db_table
+        adapt = connection.ops.adapt_datetimefield_value
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (engine_id, token_id, first_used, last_used) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (engine_id, token_id) DO UPDATE SET last_used = excluded.last_used "
+                f"WHERE {table}.last_used < excluded.last_used",
+                [engine.pk, token.pk, adapt(at), adapt(at)],
+            )
 
 
 class Role(models.TextChoices):

@@ -10,6 +10,7 @@ urlpatterns = [
     path("orgs/<slug:slug>/tokens/", pages.tokens, name="tokens"),
     path("orgs/<slug:slug>/tokens/<int:pk>/revoke", pages.revoke_token, name="revoke-token"),
     path("orgs/<slug:slug>/engines/", pages.engines, name="engines"),
+    path("orgs/<slug:slug>/engines/<int:pk>/", pages.engine, name="engine"),
     path("orgs/<slug:slug>/cache/", cache_pages.overview, name="cache"),
     path("orgs/<slug:slug>/cache/blobs/", cache_pages.blobs, name="cache-blobs"),
     path("orgs/<slug:slug>/cache/blobs/<str:digest>/evict", cache_pages.evict_blob, name="cache-blob-evict"),

@@ -3,13 +3,24 @@
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from accounts.engines import engine_listing
+from accounts.engines import (
+    ACTIVITY_SORTS,
+    DEFAULT_ENGINE_SORT,
+    engine_detail,
+    engine_listing,
+    engine_sorts,
+    with_activity,
+)
 from accounts.forms import OrganizationSettingsForm, TokenForm
 from accounts.models import EngineToken
 from accounts.scoping import can_maintain, organization_for, visible_organizations
+from activity import charts
+from activity.selectors import RANGES
 
 RECENT_ENGINES = 10
 
@@ -45,7 +56,7 @@ def organization(request, slug):
             org,
             tab="overview",
             form=form,
-            engines=engine_listing(org)[:RECENT_ENGINES],
+            engines=with_activity(org, engine_listing(org)[:RECENT_ENGINES]),
             engine_count=org.engines.count(),
             active_tokens=org.tokens.active().count(),
         ),
@@ -83,10 +94,57 @@ def revoke_token(request, slug, pk):
     return redirect("tokens", slug=org.slug)
 
 
+# Columns a click sorts by: a column not in effect sorts descending first (newest,
+# largest); clicking it again flips it.
+ENGINE_COLUMNS = ("engine_id", "first_seen", "last_seen", *ACTIVITY_SORTS)
+
+
 @login_required
 def engines(request, slug):
     org = organization_for(request.user, slug)
-    return render(request, "accounts/engines.html", _context(request, org, tab="engines", engines=engine_listing(org)))
+    sort = request.GET.get("sort", "").strip() or DEFAULT_ENGINE_SORT
+    error = ""
+    if sort not in engine_sorts():
+        error = f"Cannot sort by {sort[:40]!r}; sorted by last seen instead."
+        sort = DEFAULT_ENGINE_SORT
+    rows = with_activity(org, engine_listing(org, sort))
+    links = {}
+    for key in ENGINE_COLUMNS:
+        active = sort.removeprefix("-") == key
+        target = key if sort == f"-{key}" else f"-{key}"
+        links[key] = {"href": "?" + urlencode({"sort": target}), "arrow": ("↓" if sort.startswith("-") else "↑") if active else ""}
+    return render(
+        request,
+        "accounts/engines.html",
+        _context(request, org, tab="engines", engines=rows, sort=sort, sort_links=links, sort_error=error),
+        status=400 if error else 200,
+    )
+
+
+@login_required
+def engine(request, slug, pk):
+    org = organization_for(request.user, slug)
+    found = engine_detail(org, pk)
+    if found is None:
+        raise Http404("no such engine")
+    window, window_error, bucket_asked = charts.page_window(request.GET)
+    return render(
+        request,
+        "accounts/engine.html",
+        _context(
+            request,
+            org,
+            tab="engines",
+            engine=found,
+            token_uses=found.token_uses.select_related("token").order_by("-last_used", "-pk"),
+            window=window,
+            window_error=window_error,
+            bucket_asked=bucket_asked,
+            ranges=RANGES,
+            activity_charts=charts.activity_charts(org, window, engine_ref=found.pk),
+        ),
+        status=400 if window_error else 200,
+    )
 
 
 def _engine_url(request):

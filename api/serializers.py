@@ -233,6 +233,19 @@ class EngineSerializer(serializers.Serializer):
     address = serializers.IPAddressField(source="remote_addr", allow_null=True)
     client = serializers.CharField(source="user_agent", help_text="the engine's User-Agent")
     last_token_prefix = serializers.SerializerMethodField(help_text="prefix of the engine token it last used")
+    # activity.selectors.EngineActivity, over all kept activity; calls after /config are
+    # matched to the engine by token and address (a best guess).
+    last_import = serializers.DateTimeField(
+        source="activity.last_import", allow_null=True, help_text="start of the last hour (or day) it was served an import"
+    )
+    last_export = serializers.DateTimeField(
+        source="activity.last_export", allow_null=True, help_text="start of the last hour (or day) it delivered a record"
+    )
+    bytes_up = serializers.IntegerField(source="activity.bytes_up", help_text="bytes it uploaded (layers and mounts)")
+    bytes_down = serializers.IntegerField(source="activity.bytes_down", help_text="bytes the built-in store served it")
+    shared_steps = serializers.IntegerField(
+        source="activity.shared_steps", help_text="steps it reported that another engine had already exported"
+    )
 
     def get_last_token_prefix(self, engine) -> str | None:
         return engine.last_token.prefix if engine.last_token else None

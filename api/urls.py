@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from api import views
+from api import activity_views, views
 
 org = "orgs/<slug:slug>/"
 
@@ -12,6 +12,7 @@ urlpatterns = [
     path(org, views.OrganizationDetail.as_view(), name="api-org"),
     path(org + "engines/", views.EngineList.as_view(), name="api-engines"),
     path(org + "engines/<int:pk>/", views.EngineDetail.as_view(), name="api-engine"),
+    path(org + "activity/", activity_views.ActivityView.as_view(), name="api-activity"),
     path(org + "lifecycle/preview/", views.LifecyclePreview.as_view(), name="api-lifecycle-preview"),
     path(org + "lifecycle/run/", views.LifecycleRun.as_view(), name="api-lifecycle-run"),
     path(org + "steps/", views.StepList.as_view(), name="api-steps"),

@@ -15,7 +15,7 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.engines import DEFAULT_ENGINE_SORT, engine_detail, engine_listing, engine_sorts
+from accounts.engines import DEFAULT_ENGINE_SORT, engine_detail, engine_listing, engine_sorts, with_activity
 from accounts.forms import OrganizationSettingsForm
 from accounts.models import EngineToken
 from accounts.scoping import organization_for, visible_organizations
@@ -155,7 +155,7 @@ class EngineList(OperatorView):
         if sort not in engine_sorts():
             raise exceptions.ValidationError({"sort": "one of " + ", ".join(engine_sorts())})
         rows, pager = self.page(engine_listing(org, sort))
-        return pager.get_paginated_response(out.EngineSerializer(rows, many=True).data)
+        return pager.get_paginated_response(out.EngineSerializer(with_activity(org, rows), many=True).data)
 
 
 class EngineDetail(OperatorView):

@@ -11,6 +11,8 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_http_methods
 
 from accounts.scoping import can_maintain, organization_for
+from activity import charts
+from activity.selectors import RANGES
 from blobs.services import delete_blob
 from blobs.storage import StoreUnavailable
 from dashboard import queries
@@ -44,6 +46,7 @@ def overview(request, slug):
     recent, _ = queries.blob_listing(org, "-last_used")
     largest_steps = steps.step_listing(org, steps.StepQuery(sort="-total_size"))[:SHOWN_ON_OVERVIEW]
     recent_steps = steps.step_listing(org, steps.StepQuery(sort="-last_used", used="yes"))[:SHOWN_ON_OVERVIEW]
+    window, window_error, bucket_asked = charts.page_window(request.GET)
     return render(
         request,
         "dashboard/cache.html",
@@ -57,7 +60,14 @@ def overview(request, slug):
             largest=queries.describe_blobs(org, largest[:SHOWN_ON_OVERVIEW]),
             recent=queries.describe_blobs(org, recent.filter(last_used_at__isnull=False)[:SHOWN_ON_OVERVIEW]),
             here=request.get_full_path(),
+            window=window,
+            window_error=window_error,
+            bucket_asked=bucket_asked,
+            ranges=RANGES,
+            storage_chart=charts.storage_chart(org, window),
+            activity_charts=charts.activity_charts(org, window),
         ),
+        status=400 if window_error else 200,
     )
 
 

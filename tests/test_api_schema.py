@@ -21,6 +21,7 @@ PATHS = [
     "/api/v1/orgs/{slug}/mounts/{id}/evict/",
     "/api/v1/orgs/{slug}/engines/",
     "/api/v1/orgs/{slug}/engines/{id}/",
+    "/api/v1/orgs/{slug}/activity/",
     "/api/v1/orgs/{slug}/lifecycle/preview/",
     "/api/v1/orgs/{slug}/lifecycle/run/",
 ]
