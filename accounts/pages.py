@@ -10,6 +10,8 @@ from accounts.engines import engine_listing
 from accounts.forms import OrganizationSettingsForm, TokenForm
 from accounts.models import EngineToken
 from accounts.scoping import can_maintain, organization_for, visible_organizations
+from audit import services as audit
+from audit.models import Action
 
 RECENT_ENGINES = 10
 
@@ -35,6 +37,7 @@ def organization(request, slug):
         form = OrganizationSettingsForm(request.POST, instance=org)
         if form.is_valid():
             form.save()
+            audit.record_form_changes(org, request.user, Action.SETTINGS_CHANGED, form)
             messages.success(request, "Settings saved. Engines pick them up at their next start.")
             return redirect("organization", slug=org.slug)
     return render(
@@ -62,7 +65,7 @@ def tokens(request, slug):
         form = TokenForm(request.POST)
         if form.is_valid():
             _, new_token = EngineToken.issue(
-                org, read_only=form.cleaned_data["read_only"], label=form.cleaned_data["label"]
+                org, read_only=form.cleaned_data["read_only"], label=form.cleaned_data["label"], actor=request.user
             )
             form = TokenForm()
     rows = org.tokens.order_by("revoked_at", "-created_at")
@@ -78,7 +81,7 @@ def tokens(request, slug):
 def revoke_token(request, slug, pk):
     org = organization_for(request.user, slug, maintain=True)
     token = get_object_or_404(EngineToken, organization=org, pk=pk)
-    token.revoke()
+    token.revoke(actor=request.user)
     messages.success(request, f"Revoked {token.prefix}…; engines using it now get 401.")
     return redirect("tokens", slug=org.slug)
 

@@ -2,10 +2,11 @@ from django.contrib import admin, messages
 from django.db import transaction
 
 from mounts.models import CacheMount, MountPolicy, MountSnapshot, MountSwitch
+from audit.admin import AuditedAdmin
 
 
 @admin.register(MountPolicy)
-class MountPolicyAdmin(admin.ModelAdmin):
+class MountPolicyAdmin(AuditedAdmin):
     list_display = ["organization", "mode", "size_limit"]
     list_select_related = ["organization"]
     search_fields = ["organization__slug"]
@@ -25,7 +26,7 @@ class SnapshotInline(admin.TabularInline):
 
 
 @admin.register(CacheMount)
-class CacheMountAdmin(admin.ModelAdmin):
+class CacheMountAdmin(AuditedAdmin):
     list_display = ["name", "organization", "switch", "size_limit", "last_seen", "last_synced_at", "last_skip_reason"]
     list_filter = ["organization", "switch", "last_skip_reason"]
     list_select_related = ["organization"]
@@ -54,7 +55,7 @@ class CacheMountAdmin(admin.ModelAdmin):
 
 
 @admin.register(MountSnapshot)
-class MountSnapshotAdmin(admin.ModelAdmin):
+class MountSnapshotAdmin(AuditedAdmin):
     list_display = ["mount", "digest", "size", "state", "created_at", "verified_at", "released_at", "contents_state"]
     list_filter = ["state", "contents_state", ("released_at", admin.EmptyFieldListFilter), "mount__organization"]
     list_select_related = ["mount__organization"]

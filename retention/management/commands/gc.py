@@ -55,7 +55,9 @@ class Command(BaseCommand):
             if organization is None:
                 raise CommandError(f"no organization {org!r}")
         self.stdout.write(eviction_policy().describe())
-        reports = collect_garbage(organization, dry_run=dry_run, item_limit=limit, log_summary=False)
+        reports = collect_garbage(
+            organization, dry_run=dry_run, item_limit=limit, log_summary=False, run_by="command gc"
+        )
         if not reports:
             self.stdout.write("no organizations yet: nothing to collect")
         width = max(len(label) for label in KINDS.values())
@@ -64,7 +66,7 @@ class Command(BaseCommand):
             if report.error:
                 self.stderr.write(f"{report.organization}: failed: {report.error}")
                 continue
-            self.stdout.write(f"{report.organization}: {verb} (grace {report.grace})")
+            self.stdout.write(f"{report.organization}: {verb} (grace {report.grace}; {report.policy.describe()})")
             for kind, label in KINDS.items():
                 line = f"  {label:<{width}}  {report.counts[kind]:>8}"
                 if kind in BLOB_KINDS:
