@@ -582,3 +582,8 @@ def _carry_out(organization, plan, deleter, report, dry_run):
             report.add(kind, blob.size, blob)
             freed += blob.size or 0
     return freed
+
+
+def stored_bytes(organization):
+    """The bytes the storage limit is measured against: the organization's verified blobs."""
+    return _verified_bytes(organization)
