@@ -97,6 +97,8 @@ def record_form_changes(organization, actor, action, form, target=""):
         name: {"from": _plain(form.initial.get(name)), "to": _plain(form.cleaned_data.get(name))}
         for name in form.changed_data
     }
+    # changed_data also names fields the form cannot compare exactly (ours: the periods).
+    changed = {name: c for name, c in changed.items() if c["from"] != c["to"]}
     if not changed:
         return None
     words = ", ".join(f"{name} {c['from']!r} → {c['to']!r}" for name, c in changed.items())
