@@ -2,6 +2,8 @@
 the last lifecycle passes, when the next runs, and what it would delete. Maintainers set
 the organization's overrides here; viewers read."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -54,7 +56,7 @@ def policy_context(org):
         "grace": duration_words(preview.grace),
         "passes": retention.last_passes(org, PASSES_SHOWN),
         "next_pass": retention.next_pass_at(org),
-        "interval": settings.GC_INTERVAL,
+        "interval_words": duration_words(timedelta(seconds=settings.GC_INTERVAL)),
         "preview": preview,
         "kinds": retention.KINDS,
         "blob_items": [(retention.KINDS[kind], blob) for kind, blob in blob_items],

@@ -161,18 +161,19 @@ def set_storage_policy(organization, actor, storage_limit=KEEP, unused_after_day
         changed = {name: {"from": before[name], "to": after[name]} for name in after if after[name] != before[name]}
         audit.record(
             organization, actor, Action.STORAGE_POLICY_CHANGED,
-            target=", ".join(f"{name} {_setting_words(name, c['to'])}" for name, c in changed.items()),
+            target="; ".join(_setting_words(name, c["to"]) for name, c in changed.items()),
             details={"changed": changed},
         )
     return policy
 
 
 def _setting_words(name, value):
+    label = {"storage_limit": "storage limit", "unused_after_days": "evict unused after"}[name]
     if value is None:
-        return "follows the default"
+        return f"{label}: the default"
     if name == "storage_limit":
-        return f"= {value} bytes" if value else "= no limit"
-    return f"= {value} days" if value else "= never"
+        return f"{label}: {_size(value)} ({value} bytes)" if value else f"{label}: none"
+    return f"{label}: {value} days" if value else f"{label}: never"
 
 
 @dataclass
