@@ -3,6 +3,7 @@ from django.db import transaction
 
 from mounts.models import CacheMount, MountPolicy, MountSnapshot, MountSwitch
 from audit.admin import AuditedAdmin
+from audit.models import Action
 
 
 @admin.register(MountPolicy)
@@ -41,17 +42,24 @@ class CacheMountAdmin(AuditedAdmin):
             return ["organization", "name", *self.readonly_fields]
         return self.readonly_fields
 
+    def _switch(self, request, queryset, switch):
+        # A bulk update skips log_change: each mount that changes is audited here instead.
+        for mount in queryset.select_related("organization").exclude(switch=switch):
+            mount.switch = switch
+            mount.save(update_fields=["switch"])
+            self._audit(request, mount, Action.ADMIN_CHANGED, f"Changed switch to {switch}.")
+
     @admin.action(description="Always sync the selected mounts")
     def switch_on(self, request, queryset):
-        queryset.update(switch=MountSwitch.ON)
+        self._switch(request, queryset, MountSwitch.ON)
 
     @admin.action(description="Never sync the selected mounts")
     def switch_off(self, request, queryset):
-        queryset.update(switch=MountSwitch.OFF)
+        self._switch(request, queryset, MountSwitch.OFF)
 
     @admin.action(description="Let the selected mounts follow the organization's policy")
     def follow_policy(self, request, queryset):
-        queryset.update(switch=MountSwitch.POLICY)
+        self._switch(request, queryset, MountSwitch.POLICY)
 
 
 @admin.register(MountSnapshot)

@@ -266,3 +266,16 @@ def test_entries_outlive_their_user(org, operators):
     operators["viewer"].delete()
     entry.refresh_from_db()
     assert entry.user is None and entry.actor == "victor"
+
+
+def test_admin_mount_switch_actions_are_audited(admin_client, admin_user, org):
+    from mounts.models import MountSwitch
+
+    mount = CacheMount.objects.create(organization=org, name="go-mod")
+    admin_client.post("/admin/mounts/cachemount/", {"action": "switch_off", "_selected_action": [mount.pk]})
+    admin_client.post("/admin/mounts/cachemount/", {"action": "switch_off", "_selected_action": [mount.pk]})
+    mount.refresh_from_db()
+    assert mount.switch == MountSwitch.OFF
+    entry = only_entry()  # the second changed nothing
+    assert entry.action == Action.ADMIN_CHANGED and entry.organization == org and entry.user == admin_user
+    assert entry.details["message"] == "Changed switch to off."
