@@ -126,6 +126,9 @@ class HashedToken(models.Model):
                 return candidate
         return None
 
+    def audit_details(self):
+        return {}
+
     # The organization an audit entry about this token belongs to (None: the user's own).
     audit_organization = None
     audit_revoked = ""
@@ -144,7 +147,7 @@ class HashedToken(models.Model):
 
         audit.record(
             self.audit_organization, actor, action, target=f"{self.prefix}… {self.label}".strip(),
-            details={"token": self.pk, "read_only": getattr(self, "read_only", False)},
+            details={"token": self.pk, "read_only": getattr(self, "read_only", False), **self.audit_details()},
         )
 
     def touch(self, now=None):

@@ -32,6 +32,10 @@ class ApiToken(HashedToken):
     objects = ApiTokenQuerySet.as_manager()
     audit_revoked = "api_token_revoked"
 
+    def audit_details(self):
+        # A command may create a token for someone else: the entry names whose it is.
+        return {"owner": self.user.get_username()}
+
     class Meta(HashedToken.Meta):
         pass
 

@@ -168,6 +168,7 @@ def test_personal_api_tokens_are_audited(client, operators):
     rows = list(AuditEntry.objects.order_by("pk").values_list("organization", "action", "actor_name"))
     assert rows == [(None, Action.API_TOKEN_CREATED, "maya"), (None, Action.API_TOKEN_REVOKED, "maya"),
                     (None, Action.API_TOKEN_CREATED, "createapitoken")]
+    assert AuditEntry.objects.order_by("pk").last().details["owner"] == "victor"
 
 
 def test_settings_changes_are_audited(client, operators, org):
