@@ -35,7 +35,7 @@ class Command(BaseCommand):
         "Run the storage lifecycle pass now (the scheduler runs it every CACHEWEB_GC_INTERVAL "
         "seconds): delete released and failed mount snapshots, stale pending exports and "
         "blobs nothing references, older than the grace; then evict blobs as "
-        "CACHEWEB_EVICT_UNUSED_AFTER and CACHEWEB_ORG_STORAGE_LIMIT say. Prints, per "
+        "CACHEWEB_EVICT_UNUSED_AFTER and CACHEWEB_ORG_STORAGE_LIMIT (or the organization's own storage policy) say. Prints, per "
         "organization, what was deleted (with --dry-run: what would be), each item listed."
     )
 
