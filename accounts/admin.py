@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
 from accounts.models import Engine, EngineToken, Membership, Organization
+from audit.admin import AuditedAdmin
 
 
 class MembershipInline(admin.TabularInline):
@@ -10,14 +11,15 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(AuditedAdmin):
     list_display = ["slug", "name", "import_period", "export_period", "export_timeout", "created_at"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
 
 
 @admin.register(EngineToken)
-class EngineTokenAdmin(admin.ModelAdmin):
+class EngineTokenAdmin(AuditedAdmin):
+    audit_additions = False  # EngineToken.issue audits the creation
     list_display = ["prefix", "organization", "label", "read_only", "last_used_at", "revoked", "created_at"]
     list_filter = ["organization", "read_only", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["label", "lookup", "organization__slug"]
@@ -39,7 +41,7 @@ class EngineTokenAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        row, value = EngineToken.issue(obj.organization, read_only=obj.read_only, label=obj.label)
+        row, value = EngineToken.issue(obj.organization, read_only=obj.read_only, label=obj.label, actor=request.user)
         obj.pk, obj.lookup, obj.token_hash = row.pk, row.lookup, row.token_hash
         obj.created_at = row.created_at
         messages.warning(
@@ -50,11 +52,11 @@ class EngineTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected tokens")
     def revoke_tokens(self, request, queryset):
         for token in queryset.active():
-            token.revoke()
+            token.revoke(actor=request.user)
 
 
 @admin.register(Engine)
-class EngineAdmin(admin.ModelAdmin):
+class EngineAdmin(AuditedAdmin):
     list_display = ["engine_id", "organization", "first_seen", "last_seen", "remote_addr", "user_agent"]
     list_filter = ["organization"]
     search_fields = ["engine_id", "remote_addr", "user_agent"]

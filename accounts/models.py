@@ -126,10 +126,29 @@ class HashedToken(models.Model):
                 return candidate
         return None
 
-    def revoke(self):
+    def audit_details(self):
+        return {}
+
+    # The organization an audit entry about this token belongs to (None: the user's own).
+    audit_organization = None
+    audit_revoked = ""
+
+    def revoke(self, actor=None):
+        """Revoke the token; with `actor` (a user, or audit.services.Actor) audited."""
         if self.revoked_at is None:
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+            if actor is not None:
+                self.audit(actor, self.audit_revoked)
+
+    def audit(self, actor, action):
+        # Imported here: audit's models depend on this module's Organization.
+        from audit import services as audit
+
+        audit.record(
+            self.audit_organization, actor, action, target=f"{self.prefix}… {self.label}".strip(),
+            details={"token": self.pk, "read_only": getattr(self, "read_only", False), **self.audit_details()},
+        )
 
     def touch(self, now=None):
         """Record use, writing at most once a minute."""
@@ -166,11 +185,20 @@ class EngineToken(HashedToken):
     def __str__(self):
         return f"{self.prefix}… ({self.organization.slug})"
 
+    audit_revoked = "token_revoked"
+
+    @property
+    def audit_organization(self):
+        return self.organization
+
     @classmethod
-    def issue(cls, organization, read_only=False, label=""):
-        """Create a token; returns (row, value). The value is not kept anywhere."""
+    def issue(cls, organization, read_only=False, label="", actor=None):
+        """Create a token; returns (row, value). The value is not kept anywhere. With
+        `actor` (a user, or audit.services.Actor) audited."""
         value, stored = cls.new_value()
         row = cls.objects.create(organization=organization, read_only=read_only, label=label, **stored)
+        if actor is not None:
+            row.audit(actor, "token_created")
         return row, value
 
 

@@ -1,7 +1,9 @@
 from django.urls import path
 
 from accounts import pages
+from audit import pages as audit_pages
 from dashboard import pages as cache_pages
+from dashboard import policy as policy_pages
 from dashboard import steps as step_pages
 
 urlpatterns = [
@@ -22,4 +24,6 @@ urlpatterns = [
     path("orgs/<slug:slug>/cache/mounts/", cache_pages.mounts, name="cache-mounts"),
     path("orgs/<slug:slug>/cache/mounts/<int:pk>/", cache_pages.mount, name="cache-mount"),
     path("orgs/<slug:slug>/cache/mounts/<int:pk>/evict", cache_pages.evict_mount, name="cache-mount-evict"),
+    path("orgs/<slug:slug>/cache/policy/", policy_pages.policy, name="cache-policy"),
+    path("orgs/<slug:slug>/audit/", audit_pages.audit_log, name="audit"),
 ]

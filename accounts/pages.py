@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import urlencode
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
 
 from accounts.engines import (
     ACTIVITY_SORTS,
@@ -21,6 +21,8 @@ from accounts.models import EngineToken
 from accounts.scoping import can_maintain, organization_for, visible_organizations
 from activity import charts
 from activity.selectors import RANGES
+from audit import services as audit
+from audit.models import Action
 
 RECENT_ENGINES = 10
 
@@ -46,6 +48,7 @@ def organization(request, slug):
         form = OrganizationSettingsForm(request.POST, instance=org)
         if form.is_valid():
             form.save()
+            audit.record_form_changes(org, request.user, Action.SETTINGS_CHANGED, form)
             messages.success(request, "Settings saved. Engines pick them up at their next start.")
             return redirect("organization", slug=org.slug)
     return render(
@@ -63,33 +66,47 @@ def organization(request, slug):
     )
 
 
+# A new token's value waits in the session for the one page view after the redirect, so
+# that reloading that page shows it no more and creates nothing.
+NEW_TOKEN_KEY = "engine_new_token"
+
+
 @login_required
+@require_http_methods(["GET", "POST"])
 def tokens(request, slug):
     org = organization_for(request.user, slug)
-    new_token = None
     form = TokenForm()
     if request.method == "POST":
         org = organization_for(request.user, slug, maintain=True)
         form = TokenForm(request.POST)
         if form.is_valid():
-            _, new_token = EngineToken.issue(
-                org, read_only=form.cleaned_data["read_only"], label=form.cleaned_data["label"]
+            _, value = EngineToken.issue(
+                org, read_only=form.cleaned_data["read_only"], label=form.cleaned_data["label"], actor=request.user
             )
-            form = TokenForm()
+            request.session[NEW_TOKEN_KEY] = {"org": org.slug, "value": value}
+            return redirect("tokens", slug=org.slug)
+    new_token = None
+    waiting = request.session.get(NEW_TOKEN_KEY)
+    if isinstance(waiting, dict) and waiting.get("org") == org.slug:
+        new_token = request.session.pop(NEW_TOKEN_KEY)["value"]
     rows = org.tokens.order_by("revoked_at", "-created_at")
     return render(
         request,
         "accounts/tokens.html",
         _context(request, org, tab="tokens", form=form, tokens=rows, new_token=new_token, base_url=_engine_url(request)),
+        status=400 if form.errors else 200,
     )
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def revoke_token(request, slug, pk):
+    """GET: the confirmation. POST: revoke."""
     org = organization_for(request.user, slug, maintain=True)
     token = get_object_or_404(EngineToken, organization=org, pk=pk)
-    token.revoke()
+    if request.method == "GET":
+        return render(request, "accounts/token_revoke.html", _context(request, org, tab="tokens", token=token))
+    token.revoke(actor=request.user)
     messages.success(request, f"Revoked {token.prefix}…; engines using it now get 401.")
     return redirect("tokens", slug=org.slug)
 

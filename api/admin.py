@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from api.models import ApiToken
+from audit.admin import AuditedAdmin
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(AuditedAdmin):
     list_display = ["prefix", "user", "label", "read_only", "created_at", "expires_at", "last_used_at", "revoked_at"]
     list_filter = ["read_only"]
     search_fields = ["lookup", "label", "user__username"]

@@ -30,6 +30,11 @@ class ApiToken(HashedToken):
     expires_at = models.DateTimeField(null=True, blank=True)
 
     objects = ApiTokenQuerySet.as_manager()
+    audit_revoked = "api_token_revoked"
+
+    def audit_details(self):
+        # A command may create a token for someone else: the entry names whose it is.
+        return {"owner": self.user.get_username()}
 
     class Meta(HashedToken.Meta):
         pass
@@ -41,8 +46,9 @@ class ApiToken(HashedToken):
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
     @classmethod
-    def issue(cls, user, read_only=False, label="", expires_days=None):
-        """Create a token; returns (row, value). The value is not kept anywhere."""
+    def issue(cls, user, read_only=False, label="", expires_days=None, actor=None):
+        """Create a token; returns (row, value). The value is not kept anywhere. With
+        `actor` (a user, or audit.services.Actor) audited."""
         value, stored = cls.new_value()
         now = timezone.now()
         row = cls.objects.create(
@@ -53,4 +59,6 @@ class ApiToken(HashedToken):
             expires_at=now + timedelta(days=expires_days) if expires_days else None,
             **stored,
         )
+        if actor is not None:
+            row.audit(actor, "api_token_created")
         return row, value

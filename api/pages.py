@@ -24,6 +24,7 @@ def tokens(request):
                 read_only=form.cleaned_data["read_only"],
                 label=form.cleaned_data["label"],
                 expires_days=form.cleaned_data["expires_days"],
+                actor=request.user,
             )
             request.session[NEW_TOKEN_KEY] = value
             return redirect("profile-tokens")
@@ -46,6 +47,6 @@ def revoke(request, pk):
     token = get_object_or_404(ApiToken, user=request.user, pk=pk)
     if request.method == "GET":
         return render(request, "api/profile_token_revoke.html", {"token": token})
-    token.revoke()
+    token.revoke(actor=request.user)
     messages.success(request, f"Revoked {token.prefix}…; requests with it now get 401.")
     return redirect(reverse("profile-tokens"))

@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from api import activity_views, views
+from api import activity_views, audit_views, policy_views, views
 
 org = "orgs/<slug:slug>/"
 
@@ -15,6 +15,9 @@ urlpatterns = [
     path(org + "activity/", activity_views.ActivityView.as_view(), name="api-activity"),
     path(org + "lifecycle/preview/", views.LifecyclePreview.as_view(), name="api-lifecycle-preview"),
     path(org + "lifecycle/run/", views.LifecycleRun.as_view(), name="api-lifecycle-run"),
+    path(org + "lifecycle/passes/", audit_views.LifecyclePasses.as_view(), name="api-lifecycle-passes"),
+    path(org + "storage-policy/", policy_views.StoragePolicyView.as_view(), name="api-storage-policy"),
+    path(org + "audit/", audit_views.AuditLog.as_view(), name="api-audit"),
     path(org + "steps/", views.StepList.as_view(), name="api-steps"),
     path(org + "steps/evict/", views.StepEviction.as_view(), name="api-steps-evict"),
     path(org + "steps/<int:pk>/", views.StepDetail.as_view(), name="api-step"),

@@ -23,6 +23,8 @@ from api import serializers as out
 from api.auth import ApiTokenAuthentication
 from api.models import ApiToken
 from api.pagination import MAX_PAGE_SIZE, ApiPagination, paged
+from audit import services as audit
+from audit.models import Action
 from blobs.services import delete_blob
 from blobs.storage import StoreUnavailable
 from dashboard import queries
@@ -134,6 +136,7 @@ class OrganizationDetail(OperatorView):
         if not form.is_valid():
             raise exceptions.ValidationError({name: " ".join(errs) for name, errs in form.errors.items()})
         form.save()
+        audit.record_form_changes(org, request.user, Action.SETTINGS_CHANGED, form)
         return Response(out.OrganizationSerializer(org).data)
 
 
@@ -205,7 +208,7 @@ class StepDetail(OperatorView):
         detail = steps.step_detail(org, pk)
         if detail is None or not detail.results:
             raise Http404("no such step")
-        done = eviction.evict_steps(org, [detail.record.pk])
+        done = eviction.evict_steps(org, [detail.record.pk], actor=request.user)
         return Response(out.EvictedSerializer(done).data)
 
 
@@ -278,7 +281,7 @@ class StepEviction(OperatorView):
                 "evicted": None,
             }
         else:
-            done = eviction.evict_steps(org, record_ids)
+            done = eviction.evict_steps(org, record_ids, actor=request.user)
             answer = {
                 "dry_run": False,
                 "step_ids": sorted(record_ids),
@@ -344,7 +347,7 @@ class BlobDetail(OperatorView):
         if blob is None:
             raise Http404("no such blob")
         try:
-            delete_blob(org, blob.digest)
+            delete_blob(org, blob.digest, actor=request.user)
         except STORE_FAILURES as exc:
             raise StoreFailed(f"nothing was evicted: the blob store did not answer ({exc})") from None
         freed = (blob.size or 0) if blob.state == "verified" else 0
@@ -381,7 +384,7 @@ class EngineTokenList(OperatorView):
         form = EngineTokenCreate(data=request.data or {})
         form.is_valid(raise_exception=True)
         fields = form.validated_data
-        row, value = EngineToken.issue(org, read_only=fields["read_only"], label=fields["label"])
+        row, value = EngineToken.issue(org, read_only=fields["read_only"], label=fields["label"], actor=request.user)
         row.token = value
         return Response(out.NewEngineTokenSerializer(row).data, status=status.HTTP_201_CREATED)
 
@@ -393,7 +396,7 @@ class EngineTokenDetail(OperatorView):
         row = EngineToken.objects.filter(organization=org, pk=pk).first()
         if row is None:
             raise Http404("no such engine token")
-        row.revoke()
+        row.revoke(actor=request.user)
         return Response(out.EngineTokenSerializer(row).data)
 
 
@@ -436,7 +439,7 @@ class MountEviction(OperatorView):
         if mount is None:
             raise Http404("no such cache mount")
         try:
-            deleted, freed = evict_mount(mount)
+            deleted, freed = evict_mount(mount, actor=request.user)
         except STORE_FAILURES as exc:
             raise StoreFailed(
                 f"the snapshots were deleted, but the blob store did not answer ({exc}); "
@@ -522,7 +525,9 @@ class LifecycleRun(OperatorView):
             errors["limit"] = f"a whole number from 0 to {MAX_ITEM_LIMIT}"
         if errors:
             raise exceptions.ValidationError(errors)
-        [report] = retention.collect_garbage(organization=org, dry_run=dry_run, item_limit=limit, log_summary=True)
+        [report] = retention.collect_garbage(
+            organization=org, dry_run=dry_run, item_limit=limit, log_summary=True, run_by=request.user.get_username()
+        )
         if report.error:
             raise LifecycleFailed(f"the pass stopped: {report.error}; what it deleted before stays deleted")
         return Response(out.LifecycleReportSerializer(report).data)

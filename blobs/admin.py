@@ -7,10 +7,12 @@ from django.template.defaultfilters import filesizeformat
 from blobs.models import Blob
 from blobs.services import delete_blob
 from blobs.storage import StoreUnavailable
+from audit.admin import AuditedAdmin
 
 
 @admin.register(Blob)
-class BlobAdmin(admin.ModelAdmin):
+class BlobAdmin(AuditedAdmin):
+    audit_deletions = False  # delete_blob audits the eviction
     list_display = ("digest", "organization", "state", "size_human", "verified_at", "last_used_at", "use_count")
     list_filter = ("state", "organization")
     search_fields = ("digest",)
@@ -30,7 +32,7 @@ class BlobAdmin(admin.ModelAdmin):
     def _delete(self, request, blobs):
         for blob in blobs:
             try:
-                delete_blob(blob.organization, blob.digest)
+                delete_blob(blob.organization, blob.digest, actor=request.user)
             except (StoreUnavailable, OSError) as exc:
                 # The bytes go first: the row stays, so nothing claims bytes that are gone.
                 self.message_user(request, f"{blob.digest} was kept: the blob store did not answer ({exc}).", messages.ERROR)

@@ -13,7 +13,7 @@ Public functions (keep their names and meaning, other apps call them):
     flush_uses() -> int
     receive_upload(org_id, digest, body, content_length, bound_size) -> Blob
     open_builtin_blob(org_id, digest) -> (file, size)
-    delete_blob(organization, digest) -> None
+    delete_blob(organization, digest, actor=None) -> None
     rehash_blobs(organization, verified_since=None) -> (checked, [lost digests])
 
 A blob belongs to one organization. Nothing here ever answers from another
@@ -34,6 +34,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Organization
+from audit import services as audit
+from audit.models import Action
 from blobs import signing
 from blobs.models import Blob, BlobState
 from blobs.signals import blob_lost, blob_verified, blobs_used
@@ -366,11 +368,19 @@ def open_builtin_blob(org_id, digest):
     return file, size
 
 
-def delete_blob(organization, digest):
+def delete_blob(organization, digest, actor=None):
     """Remove a blob's bytes and its row (eviction). The bytes go first: a row without
-    bytes would be trusted, bytes without a row are merely re-verified on upload."""
+    bytes would be trusted, bytes without a row are merely re-verified on upload.
+    With `actor` (a user, or audit.services.Actor) the eviction is audited; the services
+    that delete blobs as part of a larger eviction audit that instead, and pass none."""
+    size = None
+    if actor is not None:
+        row = Blob.objects.filter(organization=organization, digest=digest).values_list("size", "state").first()
+        size = (row[0] or 0) if row and row[1] == BlobState.VERIFIED else 0
     get_store().delete(organization.pk, digest)
     Blob.objects.filter(organization=organization, digest=digest).delete()
+    if actor is not None:
+        audit.record(organization, actor, Action.BLOB_EVICTED, target=digest, bytes_freed=size, evicted=1)
 
 
 # ---- use counting -------------------------------------------------------------------

@@ -14,6 +14,8 @@ app.conf.beat_schedule = {
     "mounts-sweep-pending": {"task": "mounts.sweep_pending_snapshots", "schedule": 600.0},
     # Upload temp files left by workers killed mid-upload.
     "blobs-sweep-partial": {"task": "blobs.tasks.sweep_partial_uploads", "schedule": 3600.0},
+    # Audit entries and lifecycle pass records older than CACHEWEB_AUDIT_DAYS.
+    "audit-prune": {"task": "audit.prune", "schedule": 86400.0},
 }
 
 

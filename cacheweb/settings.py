@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "retention",
     "api",
     "activity",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -355,3 +356,8 @@ GC_GRACE = env_int("CACHEWEB_GC_GRACE", 0, minimum=0)
 EVICT_UNUSED_AFTER = env_int("CACHEWEB_EVICT_UNUSED_AFTER", 0, minimum=0)
 # Bytes of verified blobs an organization may hold; above it the least recently used go.
 ORG_STORAGE_LIMIT = env_int("CACHEWEB_ORG_STORAGE_LIMIT", 0, minimum=0)
+# (Both are defaults: an organization's storage policy, set by its maintainers, overrides them.)
+
+# audit
+# Days audit log entries and storage lifecycle pass records are kept (pruned daily).
+AUDIT_DAYS = env_int("CACHEWEB_AUDIT_DAYS", 365, minimum=1)

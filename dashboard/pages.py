@@ -129,7 +129,7 @@ def evict_blob(request, slug, digest):
             ),
         )
     try:
-        delete_blob(org, blob.digest)
+        delete_blob(org, blob.digest, actor=request.user)
     except STORE_FAILURES as exc:
         # The bytes go first: when the store fails, the row is still there, unchanged.
         messages.error(request, f"Nothing was evicted: the blob store did not answer ({exc}).")
@@ -185,7 +185,7 @@ def evict_mount(request, slug, pk):
             _context(request, org, "mounts", mount=cache_mount, weight=weight, back=back),
         )
     try:
-        deleted, freed = evict_mount_snapshots(cache_mount)
+        deleted, freed = evict_mount_snapshots(cache_mount, actor=request.user)
     except STORE_FAILURES as exc:
         messages.error(
             request,

@@ -128,7 +128,7 @@ def evict_step(request, slug, pk):
             "dashboard/step_evict.html",
             _context(request, org, "steps", step=detail, title=title, plan=plan, back=back),
         )
-    done = eviction.evict_steps(org, [detail.record.pk])
+    done = eviction.evict_steps(org, [detail.record.pk], actor=request.user)
     _report(request, done, f"step “{title}”")
     return redirect(back)
 
@@ -159,7 +159,7 @@ def evict_matching(request, slug):
                 "not the number you confirmed. Check the preview again.",
             )
             return redirect(reverse("cache-steps-evict", args=[org.slug]) + "?" + urlencode(query.params()))
-        done = eviction.evict_steps(org, record_ids)
+        done = eviction.evict_steps(org, record_ids, actor=request.user)
         _report(request, done, f"{done.steps} step{pluralize(done.steps)}")
         return redirect(reverse("cache-steps", args=[org.slug]))
     plan = eviction.plan_steps(org, record_ids)

@@ -2,10 +2,12 @@ from django.contrib import admin, messages
 from django.db import transaction
 
 from mounts.models import CacheMount, MountPolicy, MountSnapshot, MountSwitch
+from audit.admin import AuditedAdmin
+from audit.models import Action
 
 
 @admin.register(MountPolicy)
-class MountPolicyAdmin(admin.ModelAdmin):
+class MountPolicyAdmin(AuditedAdmin):
     list_display = ["organization", "mode", "size_limit"]
     list_select_related = ["organization"]
     search_fields = ["organization__slug"]
@@ -25,7 +27,7 @@ class SnapshotInline(admin.TabularInline):
 
 
 @admin.register(CacheMount)
-class CacheMountAdmin(admin.ModelAdmin):
+class CacheMountAdmin(AuditedAdmin):
     list_display = ["name", "organization", "switch", "size_limit", "last_seen", "last_synced_at", "last_skip_reason"]
     list_filter = ["organization", "switch", "last_skip_reason"]
     list_select_related = ["organization"]
@@ -40,21 +42,28 @@ class CacheMountAdmin(admin.ModelAdmin):
             return ["organization", "name", *self.readonly_fields]
         return self.readonly_fields
 
+    def _switch(self, request, queryset, switch):
+        # A bulk update skips log_change: each mount that changes is audited here instead.
+        for mount in queryset.select_related("organization").exclude(switch=switch):
+            mount.switch = switch
+            mount.save(update_fields=["switch"])
+            self._audit(request, mount, Action.ADMIN_CHANGED, f"Changed switch to {switch}.")
+
     @admin.action(description="Always sync the selected mounts")
     def switch_on(self, request, queryset):
-        queryset.update(switch=MountSwitch.ON)
+        self._switch(request, queryset, MountSwitch.ON)
 
     @admin.action(description="Never sync the selected mounts")
     def switch_off(self, request, queryset):
-        queryset.update(switch=MountSwitch.OFF)
+        self._switch(request, queryset, MountSwitch.OFF)
 
     @admin.action(description="Let the selected mounts follow the organization's policy")
     def follow_policy(self, request, queryset):
-        queryset.update(switch=MountSwitch.POLICY)
+        self._switch(request, queryset, MountSwitch.POLICY)
 
 
 @admin.register(MountSnapshot)
-class MountSnapshotAdmin(admin.ModelAdmin):
+class MountSnapshotAdmin(AuditedAdmin):
     list_display = ["mount", "digest", "size", "state", "created_at", "verified_at", "released_at", "contents_state"]
     list_filter = ["state", "contents_state", ("released_at", admin.EmptyFieldListFilter), "mount__organization"]
     list_select_related = ["mount__organization"]

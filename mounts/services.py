@@ -18,6 +18,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import Engine
+from audit import services as audit
+from audit.models import Action
 from blobs import contents
 from blobs import services as blobs
 from blobs.models import Blob, BlobState
@@ -363,12 +365,13 @@ def organization_mount_bytes(organization):
     return live.aggregate(total=Sum("size"))["total"] or 0
 
 
-def evict_mount(mount):
+def evict_mount(mount, actor=None):
     """Delete every snapshot of `mount`, then the blobs they held that nothing else needs:
     no unreleased snapshot of another mount of the organization and no layer of its cache
     graph. The mount itself stays (its switch and limit are settings; engines upload it
     again at their next sync). Returns (snapshots deleted, {digest: bytes freed} of blobs
-    deleted; 0 for a pending blob, whose announced bytes never arrived).
+    deleted; 0 for a pending blob, whose announced bytes never arrived). With `actor`
+    the eviction is audited, also when the store fails part way (what went by then).
     """
     organization = mount.organization
     with transaction.atomic():
@@ -384,8 +387,21 @@ def evict_mount(mount):
         digest: size if state == BlobState.VERIFIED else 0
         for digest, size, state in unneeded.values_list("digest", "size", "state")
     }
-    for digest in sorted(freed):
-        blobs.delete_blob(organization, digest)
+    deleted_blobs = {}
+    try:
+        for digest in sorted(freed):
+            blobs.delete_blob(organization, digest)
+            deleted_blobs[digest] = freed[digest]
+    finally:
+        if actor is not None:
+            audit.record(
+                organization, actor, Action.MOUNT_EVICTED,
+                target=f"mount {mount.name}: {deleted} snapshot(s), {len(deleted_blobs)} blob(s)",
+                bytes_freed=sum(deleted_blobs.values()),
+                evicted=deleted,
+                details={"mount": mount.pk, "snapshots": deleted, "blobs": audit.names(deleted_blobs),
+                         "complete": len(deleted_blobs) == len(freed)},
+            )
     log.info(
         "mount evicted org=%s mount=%r snapshots=%d blobs=%d",
         organization.slug, mount.name, deleted, len(freed),

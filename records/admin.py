@@ -6,11 +6,12 @@ from django.contrib import admin
 from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html, format_html_join
 
+from audit.admin import AuditedAdmin
 from records import eviction
 from records.models import ImportSnapshot, Layer, LayerContents, PendingExport, Record, RecordInput, Result, ResultLayer
 
 
-class EngineRowsAdmin(admin.ModelAdmin):
+class EngineRowsAdmin(AuditedAdmin):
     """Rows only engines create: no Add button, every field read-only."""
 
     def has_add_permission(self, request, obj=None):
@@ -117,6 +118,7 @@ class ResultLayerInline(admin.TabularInline):
 
 @admin.register(Result)
 class ResultAdmin(EngineRowsAdmin):
+    audit_deletions = False  # eviction.evict_results audits it
     list_display = ["__str__", "record", "complete", "chain_size_human", "created_at", "exported_at", "engine", "organization"]
     list_filter = ["record__organization", "complete"]
     search_fields = ["description", "record__identity", "record__digest", "chain_layers__layer__digest"]
@@ -138,14 +140,14 @@ class ResultAdmin(EngineRowsAdmin):
         return filesizeformat(obj.chain_size)
 
     def delete_model(self, request, obj):
-        eviction.evict_results(obj.record.organization, [obj.pk])
+        eviction.evict_results(obj.record.organization, [obj.pk], actor=request.user)
 
     def delete_queryset(self, request, queryset):
         by_org = {}
         for result in queryset.select_related("record__organization"):
             by_org.setdefault(result.record.organization, []).append(result.pk)
         for organization, ids in by_org.items():
-            eviction.evict_results(organization, ids)
+            eviction.evict_results(organization, ids, actor=request.user)
 
     def get_search_results(self, request, queryset, search_term):
         queryset, duplicates = super().get_search_results(request, queryset, search_term)
@@ -187,7 +189,7 @@ class PendingExportAdmin(EngineRowsAdmin):
 
 
 @admin.register(ImportSnapshot)
-class ImportSnapshotAdmin(admin.ModelAdmin):
+class ImportSnapshotAdmin(AuditedAdmin):
     list_display = ["organization", "generation", "built_generation", "record_count", "layer_count", "size_human", "built_at", "build_ms"]
     readonly_fields = ["organization", "built_generation", "etag", "size_human", "record_count", "layer_count", "built_at", "build_ms", "building_since"]
     # Bumping the generation by hand forces a rebuild; nothing else here is to edit.

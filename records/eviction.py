@@ -2,8 +2,10 @@
 
     plan_steps(organization, record_ids) -> EvictionPlan       what evicting would do
     plan_results(organization, result_ids) -> EvictionPlan
-    evict_steps(organization, record_ids) -> Evicted           do it
-    evict_results(organization, result_ids) -> Evicted
+    evict_steps(organization, record_ids, actor=None) -> Evicted           do it
+    evict_results(organization, result_ids, actor=None) -> Evicted
+
+With `actor` (a user, or audit.services.Actor) the eviction is audited: one entry per call.
 
 Evicting a step deletes every result of its record (so it leaves /import at once, and
 its pending export, so the next engine that reports it is asked to export it again). The
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
+from audit import services as audit
+from audit.models import Action
 from blobs.models import Blob, BlobState
 from blobs.services import delete_blob
 from blobs.storage import StoreUnavailable
@@ -113,18 +117,39 @@ def _plan(organization, result_ids):
     )
 
 
-def evict_steps(organization, record_ids):
+def evict_steps(organization, record_ids, actor=None):
     with transaction.atomic():
         plan = plan_steps(organization, record_ids)
         _drop_results(organization, plan)
-    return _delete_blobs(organization, plan)
+    return _audited(organization, plan, _delete_blobs(organization, plan), actor)
 
 
-def evict_results(organization, result_ids):
+def evict_results(organization, result_ids, actor=None):
     with transaction.atomic():
         plan = plan_results(organization, result_ids)
         _drop_results(organization, plan)
-    return _delete_blobs(organization, plan)
+    return _audited(organization, plan, _delete_blobs(organization, plan), actor)
+
+
+def _audited(organization, plan, done, actor):
+    if actor is None or not (done.results or done.blobs_deleted):
+        return done
+    titles = list(
+        Record.objects.filter(pk__in=plan.record_ids[: audit.NAMES_KEPT]).values_list("description", "digest")
+    )
+    audit.record(
+        organization, actor, Action.STEPS_EVICTED,
+        target=f"{done.steps} step(s), {done.results} result(s), {len(done.blobs_deleted)} blob(s)",
+        bytes_freed=done.freed_bytes,
+        evicted=done.steps,
+        details={
+            "records": plan.record_ids[: audit.NAMES_KEPT],
+            "steps": [description or digest for description, digest in titles],
+            "blobs": audit.names(done.blobs_deleted),
+            "blobs_kept": len(done.blobs_kept),
+        },
+    )
+    return done
 
 
 def _drop_results(organization, plan):

@@ -3,8 +3,14 @@
     collect_garbage(organization=None, dry_run=False) -> [Report]   every organization, or one
     collect_organization(organization, dry_run=False, item_limit=0) -> Report
     preview(organization, limit=50) -> Report   what the next pass would delete, as objects
-    eviction_policy() -> EvictionPolicy
+    eviction_policy(organization=None) -> EvictionPolicy   the defaults, or an organization's
     grace(organization) -> timedelta
+    set_storage_policy(organization, actor, storage_limit=KEEP, unused_after_days=KEEP)
+    last_passes(organization, n) / next_pass_at(organization)
+    steps_of_blobs(organization, digests) -> the steps whose current result uses them
+
+collect_garbage records every pass (retention.models.LifecyclePass) and writes an audit
+entry, actor "policy", for each one that deleted something.
 
 One pass over an organization, in this order:
 
@@ -15,7 +21,7 @@ One pass over an organization, in this order:
    grace: bytes first, then the row (blobs.services.delete_blob);
 4. eviction, when configured: verified blobs unused for CACHEWEB_EVICT_UNUSED_AFTER days,
    then the least recently used ones while the organization holds more than
-   CACHEWEB_ORG_STORAGE_LIMIT bytes.
+   CACHEWEB_ORG_STORAGE_LIMIT bytes (or the organization's own StoragePolicy).
 
 The grace protects work in flight: an engine uploads a layer's blob first and posts the
 /layers that references it afterwards, within its export timeout, on a URL valid for
@@ -30,11 +36,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce, Greatest
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from accounts.models import Organization
+from audit import services as audit
+from audit.models import Action
 from blobs.models import Blob, BlobState
 from blobs.services import delete_blob, flush_uses
 from blobs.storage import StoreUnavailable
@@ -43,6 +53,8 @@ from mounts.services import referenced_digests
 from records.models import Layer, PendingExport
 from records.services import export_retry_after
 from records.services import blobs_lost
+from records.steps import current_results
+from retention.models import LifecyclePass, StoragePolicy
 
 log = logging.getLogger("cacheweb.retention")
 
@@ -70,12 +82,19 @@ BLOB_KINDS = (UNREFERENCED_BLOBS, UNUSED_BLOBS, OVER_LIMIT_BLOBS)
 BLOB_FIELDS = ("pk", "organization", "digest", "size", "state", "created_at", "verified_at", "last_used_at")
 
 
+def _size(size):
+    return filesizeformat(size).replace("\xa0", " ")
+
+
 @dataclass(frozen=True)
 class EvictionPolicy:
-    """The eviction settings in force (CACHEWEB_EVICT_UNUSED_AFTER, CACHEWEB_ORG_STORAGE_LIMIT)."""
+    """The eviction settings in force: CACHEWEB_EVICT_UNUSED_AFTER and
+    CACHEWEB_ORG_STORAGE_LIMIT, or an organization's StoragePolicy where it sets them
+    (`overridden` names those fields)."""
 
     unused_after_days: int = 0
     storage_limit: int = 0
+    overridden: frozenset = frozenset()
 
     @property
     def enabled(self):
@@ -91,9 +110,70 @@ class EvictionPolicy:
             rules.append(f"least recently used blobs above {self.storage_limit} bytes per organization")
         return "eviction on: " + "; ".join(rules)
 
+    def in_words(self):
+        """The rules for people: what goes, and when."""
+        if not self.enabled:
+            return "Nothing is evicted: blobs stay until an operator evicts them."
+        rules = []
+        if self.unused_after_days:
+            days = self.unused_after_days
+            rules.append(f"blobs not downloaded for {days} day{'s' if days != 1 else ''} are evicted")
+        if self.storage_limit:
+            rules.append(f"above {_size(self.storage_limit)} the least recently used blobs go first")
+        text = "; ".join(rules)
+        return text[0].upper() + text[1:] + "."
 
-def eviction_policy():
-    return EvictionPolicy(settings.EVICT_UNUSED_AFTER, settings.ORG_STORAGE_LIMIT)
+
+def eviction_policy(organization=None):
+    """The defaults from the environment; with `organization`, its own overrides applied."""
+    unused_after, limit, overridden = settings.EVICT_UNUSED_AFTER, settings.ORG_STORAGE_LIMIT, set()
+    if organization is not None:
+        own = StoragePolicy.objects.filter(organization=organization).first()
+        if own is not None and own.unused_after_days is not None:
+            unused_after = own.unused_after_days
+            overridden.add("unused_after_days")
+        if own is not None and own.storage_limit is not None:
+            limit = own.storage_limit
+            overridden.add("storage_limit")
+    return EvictionPolicy(unused_after, limit, frozenset(overridden))
+
+
+KEEP = object()
+
+
+def set_storage_policy(organization, actor, storage_limit=KEEP, unused_after_days=KEEP):
+    """Change the organization's overrides (None: follow the default) and audit the change
+    when something changed. Returns the StoragePolicy."""
+    with transaction.atomic():
+        policy, _ = StoragePolicy.objects.select_for_update().get_or_create(organization=organization)
+        before = {"storage_limit": policy.storage_limit, "unused_after_days": policy.unused_after_days}
+        if storage_limit is not KEEP:
+            policy.storage_limit = storage_limit
+        if unused_after_days is not KEEP:
+            policy.unused_after_days = unused_after_days
+        after = {"storage_limit": policy.storage_limit, "unused_after_days": policy.unused_after_days}
+        if after == before:
+            return policy
+        actor = audit.as_actor(actor)
+        policy.updated_at = timezone.now()
+        policy.updated_by = actor.user
+        policy.save()
+        changed = {name: {"from": before[name], "to": after[name]} for name in after if after[name] != before[name]}
+        audit.record(
+            organization, actor, Action.STORAGE_POLICY_CHANGED,
+            target="; ".join(_setting_words(name, c["to"]) for name, c in changed.items()),
+            details={"changed": changed},
+        )
+    return policy
+
+
+def _setting_words(name, value):
+    label = {"storage_limit": "storage limit", "unused_after_days": "evict unused after"}[name]
+    if value is None:
+        return f"{label}: the default"
+    if name == "storage_limit":
+        return f"{label}: {_size(value)} ({value} bytes)" if value else f"{label}: none"
+    return f"{label}: {value} days" if value else f"{label}: never"
 
 
 @dataclass
@@ -151,25 +231,122 @@ def grace(organization):
     return timedelta(seconds=max(settings.GC_GRACE, least))
 
 
-def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=True):
+def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=True, run_by="schedule"):
     """One pass over `organization`, or over every organization; dry, `preview` of each.
     A failure in one organization is logged and reported, and the others are still
-    collected. `item_limit`: see Report; `log_summary`: see collect_organization."""
+    collected. Each pass is recorded (LifecyclePass) with `run_by` (schedule, a command,
+    a user name), and one that deleted something is audited (actor "policy").
+    `item_limit`: see Report; `log_summary`: see collect_organization."""
     # Buffered use counts of this process (blobs.services.record_use) must be in the rows
     # before eviction reads them.
     flush_uses()
     organizations = [organization] if organization is not None else Organization.objects.order_by("slug")
+    # The pass keeps the names of up to audit.NAMES_KEPT items per kind for its record,
+    # whatever the caller asked to see.
+    kept_limit = None if item_limit is None else max(item_limit, audit.NAMES_KEPT)
     reports = []
     for org in organizations:
+        started = timezone.now()
         try:
             if dry_run:
-                reports.append(preview(org, limit=item_limit))
+                report = preview(org, limit=kept_limit)
             else:
-                reports.append(collect_organization(org, item_limit=item_limit, log_summary=log_summary))
+                report = collect_organization(org, item_limit=kept_limit, log_summary=log_summary)
         except Exception as exc:
             log.exception("gc org=%s failed", org.slug)
-            reports.append(Report(org.slug, dry_run=dry_run, error=f"{type(exc).__name__}: {exc}"))
+            report = Report(org.slug, dry_run=dry_run, error=f"{type(exc).__name__}: {exc}")
+        _record_pass(org, report, started, run_by)
+        if item_limit is not None:
+            for kind in KINDS:
+                del report.items[kind][item_limit:]
+        report.item_limit = item_limit
+        reports.append(report)
     return reports
+
+
+def item_name(kind, item):
+    """How a pass's record and the audit log name a deleted item."""
+    if kind in BLOB_KINDS:
+        return item.digest
+    if kind in (RELEASED_SNAPSHOTS, FAILED_SNAPSHOTS):
+        return f"snapshot {item.pk} of mount {item.mount.name}: {item.digest}"
+    return f"export of record {item.record.identity} (ref {item.cache_ref_id})"
+
+
+def _record_pass(organization, report, started, run_by):
+    items = {kind: audit.names(item_name(kind, item) for item in rows) for kind, rows in report.items.items() if rows}
+    record = LifecyclePass.objects.create(
+        organization=organization,
+        started_at=started,
+        finished_at=timezone.now(),
+        dry_run=report.dry_run,
+        run_by=run_by[:150],
+        counts={kind: n for kind, n in report.counts.items() if n},
+        bytes={kind: n for kind, n in report.bytes.items() if n},
+        freed_bytes=report.freed_bytes,
+        kept=report.kept,
+        error=report.error,
+        items=items,
+    )
+    deleted = sum(report.counts.values())
+    if report.dry_run or not deleted:
+        return record
+    blobs = sum(report.counts[kind] for kind in BLOB_KINDS)
+    audit.record(
+        organization,
+        audit.POLICY,
+        Action.LIFECYCLE_DELETED,
+        target=describe_counts(report.counts),
+        bytes_freed=report.freed_bytes,
+        evicted=blobs,
+        details={"pass": record.pk, "run_by": run_by, "counts": record.counts, "items": items},
+    )
+    return record
+
+
+def describe_counts(counts):
+    """"3 unreferenced blobs, 1 released snapshots": the kinds with something, in pass order."""
+    parts = [f"{counts.get(kind, 0)} {label}" for kind, label in KINDS.items() if counts.get(kind)]
+    return ", ".join(parts) or "nothing"
+
+
+def last_passes(organization, n=10):
+    return LifecyclePass.objects.filter(organization=organization)[:n]
+
+
+def next_pass_at(organization, now=None):
+    """When the scheduled pass runs next: CACHEWEB_GC_INTERVAL after the last scheduled
+    one (beat counts from its own start, so this is an estimate); None before the first."""
+    last = (
+        LifecyclePass.objects.filter(organization=organization, run_by="schedule")
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    if last is None:
+        return None
+    due = last + timedelta(seconds=settings.GC_INTERVAL)
+    return max(due, now or timezone.now())
+
+
+def prune_passes(now=None):
+    """Pass records older than CACHEWEB_AUDIT_DAYS go, as audit entries do."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.AUDIT_DAYS)
+    deleted, _ = LifecyclePass.objects.filter(started_at__lt=cutoff).delete()
+    return deleted
+
+
+def steps_of_blobs(organization, digests, limit=None):
+    """The current results (steps) whose layer chain uses one of `digests`: evicting the
+    blobs takes them out of /import until an engine exports them again."""
+    rows = (
+        current_results(organization)
+        .filter(chain_layers__layer__digest__in=list(digests))
+        .select_related("record")
+        .distinct()
+        .order_by("-chain_size", "pk")
+    )
+    return list(rows if limit is None else rows[:limit])
 
 
 def collect_organization(organization, dry_run=False, item_limit=0, log_summary=True):
@@ -181,7 +358,7 @@ def collect_organization(organization, dry_run=False, item_limit=0, log_summary=
         organization.slug,
         dry_run=dry_run,
         grace=grace(organization),
-        policy=eviction_policy(),
+        policy=eviction_policy(organization),
         item_limit=item_limit,
     )
     cutoff = now - report.grace
@@ -189,7 +366,7 @@ def collect_organization(organization, dry_run=False, item_limit=0, log_summary=
     _delete_pending_exports(organization, now, report, dry_run)
     deleter = _BlobDeleter(organization, report)
     collected_verified = _collect_blobs(organization, cutoff, deleter, report, dry_run)
-    _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified)
+    _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified, report.policy)
     if log_summary and not dry_run:
         log.info(report.summary())
     return report
@@ -315,11 +492,11 @@ def _collect_blobs(organization, cutoff, deleter, report, dry_run):
     return verified_bytes
 
 
-def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified):
+def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified, policy):
     """Evict verified blobs in least-recently-used order: those unused since before
-    EVICT_UNUSED_AFTER days, then more while the organization is above ORG_STORAGE_LIMIT."""
-    limit = settings.ORG_STORAGE_LIMIT
-    unused_before = now - timedelta(days=settings.EVICT_UNUSED_AFTER) if settings.EVICT_UNUSED_AFTER else None
+    `policy`'s unused-after days, then more while the organization is above its limit."""
+    limit = policy.storage_limit
+    unused_before = now - timedelta(days=policy.unused_after_days) if policy.unused_after_days else None
     if not limit and unused_before is None:
         return
     # A dry run deletes nothing, so it counts down from one reading; a real pass reads the
@@ -406,3 +583,8 @@ def _carry_out(organization, plan, deleter, report, dry_run):
             report.add(kind, blob.size, blob)
             freed += blob.size or 0
     return freed
+
+
+def stored_bytes(organization):
+    """The bytes the storage limit is measured against: the organization's verified blobs."""
+    return _verified_bytes(organization)

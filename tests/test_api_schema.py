@@ -24,6 +24,9 @@ PATHS = [
     "/api/v1/orgs/{slug}/activity/",
     "/api/v1/orgs/{slug}/lifecycle/preview/",
     "/api/v1/orgs/{slug}/lifecycle/run/",
+    "/api/v1/orgs/{slug}/lifecycle/passes/",
+    "/api/v1/orgs/{slug}/storage-policy/",
+    "/api/v1/orgs/{slug}/audit/",
 ]
 
 

@@ -30,6 +30,8 @@ def test_maintainer_creates_uses_and_revokes_a_token(static_files, live_service,
         page.fill("#create-token input[name=label]", "browser-made")
         page.click("#create-token button[type=submit]")
         env = page.inner_text("#new-token-env")
+        # The POST was answered with a redirect: reloading shows the list, not a second token.
+        assert page.url == f"{live_service.url}/orgs/acme/tokens/"
         page.screenshot(path=str(tmp_path / "tokens.png"), full_page=True)
         value = re.search(r"TOKEN=(cwt_\w+)", env).group(1)
         assert f"URL={live_service.url}/magicache" in env
@@ -45,7 +47,8 @@ def test_maintainer_creates_uses_and_revokes_a_token(static_files, live_service,
         prefix = value[:12]
         assert page.is_visible(f"text={prefix}…")
 
-        page.click(f"button[aria-label='revoke {prefix}']")
+        page.click(f"a[aria-label='revoke {prefix}']")
+        page.click("#confirm-revoke button[type=submit]")
         assert page.is_visible("text=Revoked")
         assert "revoked" in page.inner_text("#tokens tr.revoked")
 

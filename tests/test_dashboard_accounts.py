@@ -46,12 +46,21 @@ class TestTokens:
     def test_maintainer_creates_token_shown_once(self, client, operators, org):
         client.force_login(operators["maintainer"])
         resp = client.post("/orgs/acme/tokens/", {"label": "ci", "read_only": "on"})
-        page = resp.content.decode()
+        # Redirected after the POST: reloading the page it lands on creates nothing.
+        assert resp.status_code == 302 and resp["Location"] == "/orgs/acme/tokens/"
+        page = client.get(resp["Location"]).content.decode()
         value = re.search(r"_EXPERIMENTAL_DAGGER_CACHESERVICE_TOKEN=(cwt_\w+)", page).group(1)
         assert "_EXPERIMENTAL_DAGGER_CACHESERVICE_URL=http://testserver/magicache" in page
         token = EngineToken.objects.find(value)
         assert token.organization == org and token.read_only and token.label == "ci"
         assert value not in client.get("/orgs/acme/tokens/").content.decode()
+        assert EngineToken.objects.count() == 1
+
+    def test_bad_label_is_400_and_creates_nothing(self, client, operators, org):
+        client.force_login(operators["maintainer"])
+        resp = client.post("/orgs/acme/tokens/", {"label": "x" * 201})
+        assert resp.status_code == 400 and "at most 200" in resp.content.decode()
+        assert not EngineToken.objects.exists()
 
     def test_viewer_cannot_create_or_revoke(self, client, operators, org):
         row, value = EngineToken.issue(org)
@@ -76,10 +85,17 @@ class TestTokens:
         assert client.post(f"/orgs/acme/tokens/{row.pk}/revoke").status_code == 404
         assert EngineToken.objects.find(value) is not None
 
-    def test_revoke_needs_post(self, client, operators, org):
-        row, _ = EngineToken.issue(org)
+    def test_revoke_asks_first(self, client, operators, org):
+        row, value = EngineToken.issue(org, label="ci")
         client.force_login(operators["maintainer"])
-        assert client.get(f"/orgs/acme/tokens/{row.pk}/revoke").status_code == 405
+        tokens_page = client.get("/orgs/acme/tokens/").content.decode()
+        assert f'href="/orgs/acme/tokens/{row.pk}/revoke"' in tokens_page
+        resp = client.get(f"/orgs/acme/tokens/{row.pk}/revoke")
+        assert resp.status_code == 200 and 'id="confirm-revoke"' in resp.content.decode()
+        assert EngineToken.objects.find(value) is not None
+        client.force_login(operators["viewer"])
+        assert client.get(f"/orgs/acme/tokens/{row.pk}/revoke").status_code == 403
+        assert client.put(f"/orgs/acme/tokens/{row.pk}/revoke").status_code == 405
 
     def test_outsider_cannot_create(self, client, operators, org):
         client.force_login(operators["outsider"])

@@ -2,6 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import EngineToken, Organization, slug_validator
+from audit import services as audit
 
 
 class Command(BaseCommand):
@@ -29,7 +30,7 @@ class Command(BaseCommand):
                 )
             organization = Organization.ensure(org)
             self.stdout.write(f"Created organization {organization.slug}.")
-        row, value = EngineToken.issue(organization, read_only=read_only, label=label)
+        row, value = EngineToken.issue(organization, read_only=read_only, label=label, actor=audit.command("createtoken"))
         kind = "read-only" if read_only else "read-write"
         self.stdout.write(f"Created {kind} token {row.prefix}… for organization {organization.slug}.")
         self.stdout.write("It is shown only now; store it as a secret.")

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import LOOKUP_LENGTH, TOKEN_PREFIX, EngineToken, hash_token
+from audit import services as audit
 
 
 def matching_tokens(text):
@@ -43,5 +44,5 @@ class Command(BaseCommand):
         if row.revoked:
             self.stdout.write(f"{row.prefix} was already revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}.")
             return
-        row.revoke()
+        row.revoke(actor=audit.command("revoketoken"))
         self.stdout.write(f"Revoked {row.prefix} ({row.organization.slug}).")

@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from api.forms import MAX_EXPIRES_DAYS
 from api.models import ApiToken
+from audit import services as audit
 
 
 class Command(BaseCommand):
@@ -25,7 +26,9 @@ class Command(BaseCommand):
             raise CommandError(f"--expires-days must be from 1 to {MAX_EXPIRES_DAYS}")
         if len(label) > 200:
             raise CommandError("--label: at most 200 characters")
-        row, value = ApiToken.issue(found, read_only=read_only, label=label, expires_days=expires_days)
+        row, value = ApiToken.issue(
+            found, read_only=read_only, label=label, expires_days=expires_days, actor=audit.command("createapitoken")
+        )
         kind = "read-only" if read_only else "read-write"
         expiry = f", expires {row.expires_at:%Y-%m-%d %H:%M} UTC" if row.expires_at else ""
         self.stdout.write(f"Created {kind} API token {row.prefix}… for {found.get_username()}{expiry}.")

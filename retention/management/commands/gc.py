@@ -35,7 +35,7 @@ class Command(BaseCommand):
         "Run the storage lifecycle pass now (the scheduler runs it every CACHEWEB_GC_INTERVAL "
         "seconds): delete released and failed mount snapshots, stale pending exports and "
         "blobs nothing references, older than the grace; then evict blobs as "
-        "CACHEWEB_EVICT_UNUSED_AFTER and CACHEWEB_ORG_STORAGE_LIMIT say. Prints, per "
+        "CACHEWEB_EVICT_UNUSED_AFTER and CACHEWEB_ORG_STORAGE_LIMIT (or the organization's own storage policy) say. Prints, per "
         "organization, what was deleted (with --dry-run: what would be), each item listed."
     )
 
@@ -55,7 +55,9 @@ class Command(BaseCommand):
             if organization is None:
                 raise CommandError(f"no organization {org!r}")
         self.stdout.write(eviction_policy().describe())
-        reports = collect_garbage(organization, dry_run=dry_run, item_limit=limit, log_summary=False)
+        reports = collect_garbage(
+            organization, dry_run=dry_run, item_limit=limit, log_summary=False, run_by="command gc"
+        )
         if not reports:
             self.stdout.write("no organizations yet: nothing to collect")
         width = max(len(label) for label in KINDS.values())
@@ -64,7 +66,7 @@ class Command(BaseCommand):
             if report.error:
                 self.stderr.write(f"{report.organization}: failed: {report.error}")
                 continue
-            self.stdout.write(f"{report.organization}: {verb} (grace {report.grace})")
+            self.stdout.write(f"{report.organization}: {verb} (grace {report.grace}; {report.policy.describe()})")
             for kind, label in KINDS.items():
                 line = f"  {label:<{width}}  {report.counts[kind]:>8}"
                 if kind in BLOB_KINDS:
