@@ -61,7 +61,14 @@ def check_broker():
         connect_timeout=settings.BROKER_TIMEOUT,
     ) as conn:
         conn.ensure_connection(max_retries=1, timeout=settings.BROKER_TIMEOUT)
-        return {"transport": conn.transport.driver_type}
+        transport = conn.transport.driver_type
+    folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in")
+    if transport == "filesystem" and folder:
+        # Connecting to the filesystem broker checks nothing: a task is a file written here.
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".healthz.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    return {"transport": transport}
 
 
 def worker_state():
