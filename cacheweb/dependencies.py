@@ -95,13 +95,18 @@ MESSAGES = {
 }
 
 
+def unavailable_body(part):
+    """The JSON answer for machine paths: engines log `error`; `unavailable` names the part."""
+    return {"error": f"{MESSAGES[part]}; retry later", "unavailable": part}
+
+
 def unavailable_response(request, part):
     retry_after = str(settings.UNAVAILABLE_RETRY_AFTER)
     message = MESSAGES[part]
     from cacheweb.urls import MACHINE_PREFIXES  # urls imports views that import this
 
     if request.path.startswith(MACHINE_PREFIXES):
-        response = JsonResponse({"error": f"{message}; retry later", "unavailable": part}, status=503)
+        response = JsonResponse(unavailable_body(part), status=503)
     else:
         # No request context: the page must render without the database (no user, no
         # session) since that may be what failed.

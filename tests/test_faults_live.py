@@ -275,7 +275,7 @@ def test_redis_cut_and_black_holed_costs_no_answer(org, token):
             finally:
                 proxy.restore()
             for a in answers:
-                assert a.status == 200 and a.seconds < LIMIT, a
+                assert a.status in (200, 206) and a.seconds < LIMIT, a
             assert health.status == 503 and health.seconds < LIMIT, health
             recovered(engine)
         engines_run_clean(service, token, seed=4)
@@ -367,7 +367,7 @@ def test_filesystem_broker_directory_unusable_costs_no_answer(org, token, tmp_pa
             queue.unlink()
             (data / "broker" / "queue.moved").rename(queue)
         for a in answers:
-            assert a.status == 200 and a.seconds < LIMIT, a
+            assert a.status in (200, 206) and a.seconds < LIMIT, a
         assert health.status == 503, health
         recovered(engine)
         import_holds_every_result(service, token, org)
