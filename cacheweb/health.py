@@ -85,12 +85,14 @@ def worker_state():
 CHECKS = {"database": check_database, "storage": check_storage, "broker": check_broker}
 
 
-def may_see_details(request):
+def may_see_details(request, database_ok=True):
     """Superusers and the metrics token see what each part says; others whether it is ok."""
     wanted = settings.METRICS_TOKEN
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if bool(wanted) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), wanted.encode()):
         return True
+    if not database_ok:  # no session to read, and no reason to wait for it again
+        return False
     try:
         return request.user.is_authenticated and request.user.is_superuser
     except DATABASE_ERRORS:  # the session is in the database, which this reports on
@@ -110,12 +112,16 @@ def healthz(request):
             healthy = False
             result[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         result[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
-    try:
-        result["worker"] = worker_state()
-    except Exception as exc:
-        result["worker"] = {"error": str(exc)}
+    if not result["database"]["ok"]:
+        # The heartbeat is in the database: asking again would wait its timeout twice.
+        result["worker"] = {"error": "database unavailable"}
+    else:
+        try:
+            result["worker"] = worker_state()
+        except Exception as exc:
+            result["worker"] = {"error": str(exc)}
     result["status"] = "ok" if healthy else "failing"
-    if not may_see_details(request):
+    if not may_see_details(request, database_ok=result["database"]["ok"]):
         # Which part fails, never what it said (paths, bucket and host names, errors).
         result = {"status": result["status"], **{name: {"ok": result[name]["ok"]} for name in CHECKS}}
     return JsonResponse(result, status=200 if healthy else 503)

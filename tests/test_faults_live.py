@@ -143,9 +143,9 @@ def recovered(engine):
 # ---- what must hold afterwards ----------------------------------------------------------
 
 
-def engines_run_clean(service, token, seed):
+def engines_run_clean(service, token, seed, mounts=True):
     report = run(RunOptions(url=service.url + "/magicache", token=token, engines=2, scale=4096,
-                            seed=seed, settle_seconds=20))
+                            seed=seed, settle_seconds=20, mounts=mounts))
     summary = "\n".join(report.lines()) + f"\n--- gunicorn ---\n{service.output()[-3000:]}"
     assert report.violations == [] and report.wrong_hits == [], summary
     assert report.hits > 0 and report.misses == 0, summary
@@ -207,6 +207,8 @@ def fault_cycle(engine, proxy, fault, part, expect_felt=True):
         assert_clean(answers[:-1])
         health = answers[-1]
         assert health.status == 503 and health.seconds < LIMIT, health
+        # Which part fails (what it said is for superusers and the metrics token).
+        assert json.loads(health.body)[part] == {"ok": False}, health
         if expect_felt:
             assert felt(answers[:-1], part), answers
         # Stays clean while the fault lasts: a second round on whatever the first left.
@@ -299,21 +301,14 @@ def test_s3_store_cut_and_black_holed(org, token, seaweedfs):  # noqa: F811
     service = LiveService(**{**seaweedfs.env(prefix), "CACHEWEB_S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"},
                           **FAST)
     try:
-        engines_run_clean(service, token, seed=5)
+        engines_run_clean(service, token, seed=5, mounts=False)
         engine = Engine(service, token)
         for fault in (proxy.cut, proxy.black_hole):
             # Presigning needs no store: most calls answer 200; /healthz says storage.
             fault_cycle(engine, proxy, fault, "storage", expect_felt=False)
-            health = requests.get(service.url + "/healthz", timeout=30)
-            assert health.status_code == 200
-        fault()  # the last one again, to read what /healthz says about it
-        try:
-            health = requests.get(service.url + "/healthz", headers={"Authorization": "Bearer x"}, timeout=LIMIT)
-            assert health.status_code == 503 and health.json()["storage"] == {"ok": False}, health.content
-            assert health.json()["database"] == {"ok": True}
-        finally:
-            proxy.restore()
-        engines_run_clean(service, token, seed=6)
+        # S3 mount uploads are confirmed by the worker's periodic check: slow, and not
+        # what this is about.
+        engines_run_clean(service, token, seed=6, mounts=False)
         import_holds_every_result(service, token, org)
         assert_log_clean(service, token)
     finally:
