@@ -102,6 +102,7 @@ class DatabaseDownMiddleware:
 # ---- the broker ---------------------------------------------------------------------------
 
 
+@pytest.mark.once
 def test_publish_failure_is_broker_unavailable(monkeypatch):
     from records.tasks import rebuild_import
 
@@ -114,6 +115,7 @@ def test_publish_failure_is_broker_unavailable(monkeypatch):
         dependencies.publish(rebuild_import, 1)
 
 
+@pytest.mark.once
 def test_filesystem_broker_directory_gone_is_broker_unavailable(monkeypatch):
     from records.tasks import rebuild_import
 
