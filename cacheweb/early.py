@@ -13,9 +13,12 @@ import json
 import logging
 import re
 
+from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.db import close_old_connections
 from django.http import QueryDict
+
+from cacheweb.dependencies import DATABASE_ERRORS, unavailable_body
 
 log = logging.getLogger("cacheweb.early")
 
@@ -31,9 +34,9 @@ def close_connection_after(environ):
         body.failed = True
 
 
-def json_refusal(environ, start_response, status, message, extra_headers=()):
+def json_refusal(environ, start_response, status, message, extra_headers=(), fields=None):
     close_connection_after(environ)
-    body = json.dumps({"error": message}).encode()
+    body = json.dumps(fields or {"error": message}).encode()
     start_response(
         status,
         [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
@@ -80,7 +83,16 @@ class RefuseBeforeReading:
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path.startswith(ENGINE_PREFIX):
-            message = _engine_refusal(environ)
+            try:
+                message = _engine_refusal(environ)
+            except DATABASE_ERRORS as exc:
+                # Django's handlers are not around this: answer the 503 they would.
+                log.warning("engine call %s: database unavailable: %s", path, exc)
+                return json_refusal(
+                    environ, start_response, "503 Service Unavailable", "",
+                    [("Retry-After", str(settings.UNAVAILABLE_RETRY_AFTER)), ("Cache-Control", "no-store")],
+                    fields=unavailable_body("database"),
+                )
             if message is not None:
                 log.warning("engine call %s refused before reading its body: %s", path, message)
                 return json_refusal(

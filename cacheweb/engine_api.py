@@ -3,6 +3,7 @@
 import logging
 import time
 
+from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
@@ -17,6 +18,9 @@ def json_exception_handler(exc, context):
     response = exception_handler(exc, context)
     if response is None:
         return None
+    if response.status_code == 503 and not response.has_header("Retry-After"):
+        # A 503 is a dependency that failed (api.views.StoreFailed): say when to retry.
+        response["Retry-After"] = str(settings.UNAVAILABLE_RETRY_AFTER)
     detail = response.data
     if isinstance(detail, dict) and set(detail) == {"detail"}:
         message = str(detail["detail"])

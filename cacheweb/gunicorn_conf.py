@@ -33,6 +33,8 @@ keepalive = min(30, env_int("CACHEWEB_CLIENT_TIMEOUT", 30, minimum=1))
 max_requests = env_int("CACHEWEB_WEB_MAX_REQUESTS", 0, minimum=0)
 max_requests_jitter = 100
 accesslog = "-" if env_str("CACHEWEB_ACCESS_LOG", "") in ("1", "true", "yes") else None
+# Engine tokens (the Basic-auth user) and URL signatures only as a prefix.
+logger_class = "cacheweb.accesslog.RedactingLogger"
 errorlog = "-"
 sendfile = True
 # Load Django once in the master and fork: the workers share its pages instead of each

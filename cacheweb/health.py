@@ -2,6 +2,8 @@
 
 import hmac
 import logging
+import os
+import tempfile
 import time
 
 from django.conf import settings
@@ -12,10 +14,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 from kombu import Connection
 
+from cacheweb.dependencies import DATABASE_ERRORS
 from cacheweb.models import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
-BROKER_TIMEOUT = 3
+
+
+class DiskFull(Exception):
+    """The blob disk has less free space than CACHEWEB_BLOB_DISK_MIN_FREE."""
 
 
 def check_database():
@@ -32,20 +38,37 @@ def check_storage():
         return {"backend": "s3", "bucket": storage.bucket_name}
     location = storage.location
     storage.listdir("")
-    probe = storage.path(".healthz")
-    with open(probe, "w") as f:
-        f.write("ok")
-    return {"backend": "filesystem", "location": str(location)}
+    # A write probe of its own each time: a read-only disk (remounted after errors) fails
+    # it, where rewriting one old file might not.
+    fd, probe = tempfile.mkstemp(dir=location, prefix=".healthz.")
+    try:
+        os.write(fd, b"ok")
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    disk = os.statvfs(location)
+    free = disk.f_bavail * disk.f_frsize
+    if free < settings.BLOB_DISK_MIN_FREE:
+        # Uploads get 507 from here on: fail now, before the engines notice.
+        raise DiskFull(f"{free} bytes free on the blob disk, below {settings.BLOB_DISK_MIN_FREE}")
+    return {"backend": "filesystem", "location": str(location), "free_bytes": free}
 
 
 def check_broker():
     with Connection(
         settings.CELERY_BROKER_URL,
         transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
-        connect_timeout=BROKER_TIMEOUT,
+        connect_timeout=settings.BROKER_TIMEOUT,
     ) as conn:
-        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
-        return {"transport": conn.transport.driver_type}
+        conn.ensure_connection(max_retries=1, timeout=settings.BROKER_TIMEOUT)
+        transport = conn.transport.driver_type
+    folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in")
+    if transport == "filesystem" and folder:
+        # Connecting to the filesystem broker checks nothing: a task is a file written here.
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".healthz.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    return {"transport": transport}
 
 
 def worker_state():
@@ -62,13 +85,18 @@ def worker_state():
 CHECKS = {"database": check_database, "storage": check_storage, "broker": check_broker}
 
 
-def may_see_details(request):
+def may_see_details(request, database_ok=True):
     """Superusers and the metrics token see what each part says; others whether it is ok."""
-    if request.user.is_authenticated and request.user.is_superuser:
-        return True
     wanted = settings.METRICS_TOKEN
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return bool(wanted) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), wanted.encode())
+    if bool(wanted) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), wanted.encode()):
+        return True
+    if not database_ok:  # no session to read, and no reason to wait for it again
+        return False
+    try:
+        return request.user.is_authenticated and request.user.is_superuser
+    except DATABASE_ERRORS:  # the session is in the database, which this reports on
+        return False
 
 
 @require_GET
@@ -84,12 +112,16 @@ def healthz(request):
             healthy = False
             result[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         result[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
-    try:
-        result["worker"] = worker_state()
-    except Exception as exc:
-        result["worker"] = {"error": str(exc)}
+    if not result["database"]["ok"]:
+        # The heartbeat is in the database: asking again would wait its timeout twice.
+        result["worker"] = {"error": "database unavailable"}
+    else:
+        try:
+            result["worker"] = worker_state()
+        except Exception as exc:
+            result["worker"] = {"error": str(exc)}
     result["status"] = "ok" if healthy else "failing"
-    if not may_see_details(request):
+    if not may_see_details(request, database_ok=result["database"]["ok"]):
         # Which part fails, never what it said (paths, bucket and host names, errors).
         result = {"status": result["status"], **{name: {"ok": result[name]["ok"]} for name in CHECKS}}
     return JsonResponse(result, status=200 if healthy else 503)

@@ -101,6 +101,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "cacheweb.security.ContentSecurityPolicyMiddleware",
+    # Outermost but for the CSP header: views hitting an unavailable dependency get 503.
+    "cacheweb.dependencies.DependencyErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -110,6 +112,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# An unavailable database, object store or broker answers 503 with this Retry-After
+# (seconds): cacheweb.dependencies.
+UNAVAILABLE_RETRY_AFTER = env_int("CACHEWEB_RETRY_AFTER", 5, minimum=1)
 
 ROOT_URLCONF = "cacheweb.urls"
 WSGI_APPLICATION = "cacheweb.wsgi.application"
@@ -129,16 +135,50 @@ TEMPLATES = [
     },
 ]
 
+# Bounded waits on the database: a server that is down or does not answer costs a
+# request this long (then a 503), never a hang.
+DB_CONNECT_TIMEOUT = env_int("CACHEWEB_DB_CONNECT_TIMEOUT", 5, minimum=1)
+# Longest a PostgreSQL statement may run, in seconds; 0: no limit.
+DB_STATEMENT_TIMEOUT = env_int("CACHEWEB_DB_STATEMENT_TIMEOUT", 60, minimum=0)
+# TCP keepalives on PostgreSQL connections: idle seconds before the first probe; a peer
+# that stops acknowledging is dropped after about this plus 3 probes 5 s apart.
+DB_KEEPALIVE_IDLE = env_int("CACHEWEB_DB_KEEPALIVE_IDLE", 30, minimum=1)
+# How long SQLite waits for another process's write lock before the request gets a 503.
+SQLITE_BUSY_TIMEOUT = env_int("CACHEWEB_SQLITE_BUSY_TIMEOUT", 10, minimum=1)
 SQLITE_OPTIONS = {
     # WAL lets the web server and the worker write without locking readers out;
     # IMMEDIATE transactions wait for the busy timeout instead of failing at the first
     # write after a read.
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     "transaction_mode": "IMMEDIATE",
-    "timeout": 30,
+    "timeout": SQLITE_BUSY_TIMEOUT,
 }
+
+
+def postgres_options():
+    """libpq options bounding every wait on the server (options in DATABASE_URL's
+    query string win)."""
+    options = {
+        "connect_timeout": DB_CONNECT_TIMEOUT,
+        "keepalives": 1,
+        "keepalives_idle": DB_KEEPALIVE_IDLE,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        # Unacknowledged data (a server gone without a FIN) fails the connection after
+        # as long as keepalives would take.
+        "tcp_user_timeout": (DB_KEEPALIVE_IDLE + 15) * 1000,
+    }
+    if DB_STATEMENT_TIMEOUT:
+        options["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT * 1000}"
+    return options
+
+
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    # Health checks: a pooled connection that went stale (the server restarted, a
+    # proxy dropped it) is replaced before a request uses it, instead of failing it.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["OPTIONS"] = {**postgres_options(), **DATABASES["default"].get("OPTIONS", {})}
 else:
     DATABASES = {
         "default": {
@@ -182,7 +222,16 @@ S3_PREFIX = env_str("CACHEWEB_S3_PREFIX", "cacheweb")
 if S3_ADDRESSING_STYLE not in {"path", "virtual", "auto"}:
     raise ImproperlyConfigured("CACHEWEB_S3_ADDRESSING_STYLE must be path, virtual or auto")
 
+# Bounded waits on the S3 store: seconds to connect, seconds a read may wait, and
+# attempts per call (the first included). A store that is down or does not answer costs
+# about connect/read timeout times attempts, then a 503.
+S3_CONNECT_TIMEOUT = env_int("CACHEWEB_S3_CONNECT_TIMEOUT", 3, minimum=1)
+S3_READ_TIMEOUT = env_int("CACHEWEB_S3_READ_TIMEOUT", 10, minimum=1)
+S3_MAX_ATTEMPTS = env_int("CACHEWEB_S3_MAX_ATTEMPTS", 2, minimum=1)
+
 if S3_BUCKET:
+    from botocore.config import Config as _S3Config
+
     BLOB_STORAGE = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
@@ -197,6 +246,15 @@ if S3_BUCKET:
             "file_overwrite": True,
             "default_acl": None,
             "querystring_auth": True,
+            # Given a client config, django-storages takes the addressing style and
+            # signature version from it only.
+            "client_config": _S3Config(
+                s3={"addressing_style": S3_ADDRESSING_STYLE},
+                signature_version="s3v4",
+                connect_timeout=S3_CONNECT_TIMEOUT,
+                read_timeout=S3_READ_TIMEOUT,
+                retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+            ),
         },
     }
 else:
@@ -230,8 +288,26 @@ MAX_ENGINE_BODY = env_int("CACHEWEB_MAX_ENGINE_BODY", 256 * 1024 * 1024, minimum
 # Celery. Without a broker URL the broker is a directory under the data dir: a real
 # queue that a real worker consumes, with no server to run.
 BROKER_DIR = DATA_DIR / "broker"
+# Bounded wait to publish a task: seconds per connection attempt or broker reply, and
+# retries after the first attempt. A broker that is down or does not answer costs a
+# request about timeout times (retries + 1) seconds.
+BROKER_TIMEOUT = env_int("CACHEWEB_BROKER_TIMEOUT", 3, minimum=1)
+BROKER_PUBLISH_RETRIES = env_int("CACHEWEB_BROKER_PUBLISH_RETRIES", 1, minimum=0)
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": BROKER_PUBLISH_RETRIES,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
 if CELERY_BROKER_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # Without a socket timeout a publish on a connection the broker stopped
+        # answering waits forever. Longer than the consumer's 1 s BRPOP.
+        CELERY_BROKER_TRANSPORT_OPTIONS.update(
+            socket_timeout=BROKER_TIMEOUT + 2, socket_connect_timeout=BROKER_TIMEOUT, socket_keepalive=True
+        )
 else:
     CELERY_BROKER_URL = "filesystem://"
     for sub in ("queue", "processed", "control"):
@@ -303,6 +379,8 @@ LOGGING = {
 # a blob a power cut then brings back short or missing is caught by its size
 # (blobs.services) and uploaded again, and `manage.py verifyblobs` re-hashes.
 BLOB_FSYNC = env_bool("CACHEWEB_BLOB_FSYNC", True)
+# Built-in storage: /healthz reports the blob disk failing below this many free bytes.
+BLOB_DISK_MIN_FREE = env_int("CACHEWEB_BLOB_DISK_MIN_FREE", 512 * 1024 * 1024, minimum=0)
 # Blob use counts (download URLs issued) are written at most this often per blob.
 BLOB_USE_WRITE_INTERVAL = env_int("CACHEWEB_BLOB_USE_WRITE_INTERVAL", 60, minimum=0)
 

@@ -6,6 +6,7 @@ from django.urls import include, path
 from django.views import defaults
 
 from accounts.throttle import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
+from cacheweb.dependencies import response_for_current_exception
 from cacheweb.health import healthz
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -72,6 +73,11 @@ def handler404(request, exception=None):
 
 
 def handler500(request):
+    # Also where an error raised by a middleware (a session read while the database is
+    # down) ends up: an unavailable dependency is a 503, whatever raised it.
+    unavailable = response_for_current_exception(request)
+    if unavailable is not None:
+        return unavailable
     if _for_machines(request):
         return JsonResponse({"error": "internal error"}, status=500)
     return defaults.server_error(request)

@@ -23,6 +23,7 @@ from audit.models import Action
 from blobs import contents
 from blobs import services as blobs
 from blobs.models import Blob, BlobState
+from cacheweb.dependencies import publish_after_commit
 from mounts.models import (
     SNAPSHOT_MEDIA_TYPE,
     CacheMount,
@@ -233,7 +234,11 @@ def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
     with transaction.atomic():
         snapshot = _pending_snapshot(mount, offer, expires_at=expires_at, **uploader)
         CacheMount.objects.filter(pk=mount.pk).update(last_skip_reason=SkipReason.NONE)
-        transaction.on_commit(lambda: _queue_confirmation(snapshot.pk, expires_at))
+        # A broker that is down delays the confirmation; the mount's next offer or
+        # upload confirms it (a lost one is given up after the upload grace).
+        from mounts import tasks
+
+        publish_after_commit(tasks.confirm_snapshot_upload, snapshot.pk, countdown=confirm_delay(expires_at))
     _log_offer(organization, offer, "upload")
     return {"URL": target["URL"], "Headers": target["Headers"], "Skip": False}
 
@@ -289,12 +294,6 @@ def _pending_snapshot(mount, offer, expires_at, token, engine, remote_addr, user
     return existing
 
 
-def _queue_confirmation(snapshot_id, expires_at):
-    from mounts import tasks
-
-    tasks.confirm_snapshot_upload.apply_async((snapshot_id,), countdown=confirm_delay(expires_at))
-
-
 # ---- committing -----------------------------------------------------------------------
 
 
@@ -311,7 +310,9 @@ def commit_snapshot(snapshot_id):
         snapshot = MountSnapshot.objects.select_related("mount__organization").get(pk=snapshot_id)
         CacheMount.objects.filter(pk=snapshot.mount_id).update(last_synced_at=now, last_skip_reason="")
         release_old_snapshots(snapshot.mount, now=now)
-        transaction.on_commit(lambda: _queue_index(snapshot_id))
+        from mounts import tasks
+
+        publish_after_commit(tasks.index_snapshot_contents, snapshot_id)
     log.info(
         "mount snapshot committed org=%s mount=%r digest=%s size=%d",
         snapshot.mount.organization.slug, snapshot.mount.name, snapshot.digest, snapshot.size,
@@ -474,10 +475,6 @@ def next_confirmation_delay(snapshot_id):
 # ---- contents -------------------------------------------------------------------------
 
 
-def _queue_index(snapshot_id):
-    from mounts import tasks
-
-    tasks.index_snapshot_contents.delay(snapshot_id)
 
 
 def index_snapshot_contents(snapshot_id, force=False):

@@ -18,6 +18,7 @@ from django.utils import timezone
 from accounts.models import Engine
 from blobs.models import Blob, BlobState
 from blobs.services import verified_blob_sizes
+from cacheweb.dependencies import publish_after_commit
 from records import bulk
 from records import graph as graphlib
 from records.digests import is_digest, parse_time
@@ -403,13 +404,9 @@ def mark_changed(organization):
     snapshot, created = ImportSnapshot.objects.get_or_create(organization=organization)
     if not created:
         ImportSnapshot.objects.filter(pk=snapshot.pk).update(generation=F("generation") + 1)
-    transaction.on_commit(lambda: _queue_rebuild(organization.pk), robust=True)
-
-
-def _queue_rebuild(organization_id):
     from records.tasks import rebuild_import
 
-    rebuild_import.delay(organization_id)
+    publish_after_commit(rebuild_import, organization.pk)
 
 
 def blobs_lost(organization, digests):

@@ -131,6 +131,7 @@ def test_a_store_failure_is_503_and_keeps_the_blob(client, as_, org, blobs, monk
     monkeypatch.setattr(type(store), "delete", fail)
     answer = client.delete(f"{BLOBS}{blobs['big']}/", **as_("maintainer"))
     assert answer.status_code == 503 and "S3 is down" in answer.json()["error"]
+    assert int(answer["Retry-After"]) > 0
     assert Blob.objects.filter(digest=blobs["big"]).exists()
 
 

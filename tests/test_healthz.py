@@ -103,6 +103,41 @@ class TestHealthz:
         assert resp.status_code == 503
         assert resp.json()["broker"]["ok"] is False
 
+    def test_blob_disk_below_its_free_space_threshold_fails(self, client, settings, builtin, tmp_path):
+        (tmp_path / "blobs").mkdir()
+        settings.BLOB_DISK_MIN_FREE = 1 << 62
+        data = client.get("/healthz").json()
+        assert data["status"] == "failing"
+        assert data["storage"]["ok"] is False and "bytes free on the blob disk" in data["storage"]["error"]
+        settings.BLOB_DISK_MIN_FREE = 0
+        data = client.get("/healthz").json()
+        assert data["storage"]["ok"] is True and data["storage"]["free_bytes"] > 0
+
+    def test_read_only_blob_disk_fails(self, client, builtin, monkeypatch, tmp_path):
+        import errno
+
+        (tmp_path / "blobs").mkdir()
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        monkeypatch.setattr(health.tempfile, "mkstemp", read_only)
+        resp = client.get("/healthz")
+        monkeypatch.undo()
+        assert resp.status_code == 503
+        assert "Read-only file system" in resp.json()["storage"]["error"]
+
+    def test_database_down_is_a_failing_part_not_an_error_page(self, client, monkeypatch):
+        from django.db import OperationalError
+
+        def down():
+            raise OperationalError("connection refused")
+
+        monkeypatch.setitem(health.CHECKS, "database", down)
+        resp = client.inner.get("/healthz")
+        assert resp.status_code == 503
+        assert resp.json()["database"] == {"ok": False}
+
     def test_reports_worker_heartbeat(self, client):
         WorkerHeartbeat.objects.create(hostname="w1", beat_at=timezone.now())
         assert client.get("/healthz").json()["worker"]["hostname"] == "w1"
