@@ -263,13 +263,12 @@ class StepEviction(OperatorView):
         org = self.organization(slug, maintain=True)
         params, dry_run, expected = _search_body(request.data)
         query = step_query(params)
-        if not query.filtered:
-            raise exceptions.ValidationError(
-                {"search": "give a search or filter: evicting every step takes a search"}
-            )
-        record_ids = list(steps.step_listing(org, query).values_list("record_id", flat=True))
-        if expected is not None and expected != len(record_ids):
-            raise SearchChanged(f"the search now matches {len(record_ids)} steps, not {expected}")
+        try:
+            record_ids = eviction.steps_to_evict(org, query, expected)
+        except eviction.SearchRefused as exc:
+            raise exceptions.ValidationError({"search": str(exc)}) from None
+        except eviction.SearchChanged as exc:
+            raise SearchChanged(str(exc)) from None
         if dry_run:
             plan = eviction.plan_steps(org, record_ids)
             answer = {

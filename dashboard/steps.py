@@ -146,19 +146,23 @@ def evict_matching(request, slug):
         messages.error(request, f"Nothing was evicted: {exc}.")
         return redirect("cache-steps", org.slug)
     listing_url = reverse("cache-steps", args=[org.slug]) + "?" + urlencode(query.params())
-    if not query.filtered:
-        messages.error(request, "Nothing was evicted: search or filter first; evicting every step takes a search.")
+    # A confirmation that is not a number matches no count: -1 refuses like a changed one.
+    expected = request.POST.get("expected", "") if request.method == "POST" else None
+    if expected is not None:
+        expected = int(expected) if expected.isascii() and expected.isdigit() else -1
+    try:
+        record_ids = eviction.steps_to_evict(org, query, expected)
+    except eviction.SearchRefused as exc:
+        messages.error(request, f"Nothing was evicted: {exc}.")
         return redirect(listing_url)
-    rows = steps.step_listing(org, query)
-    record_ids = list(rows.values_list("record_id", flat=True))
+    except eviction.SearchChanged as exc:
+        messages.error(
+            request,
+            f"Nothing was evicted: the search now matches {exc.matched} step{pluralize(exc.matched)}, "
+            "not the number you confirmed. Check the preview again.",
+        )
+        return redirect(reverse("cache-steps-evict", args=[org.slug]) + "?" + urlencode(query.params()))
     if request.method == "POST":
-        if str(len(record_ids)) != request.POST.get("expected", ""):
-            messages.error(
-                request,
-                f"Nothing was evicted: the search now matches {len(record_ids)} step{pluralize(len(record_ids))}, "
-                "not the number you confirmed. Check the preview again.",
-            )
-            return redirect(reverse("cache-steps-evict", args=[org.slug]) + "?" + urlencode(query.params()))
         done = eviction.evict_steps(org, record_ids, actor=request.user)
         _report(request, done, f"{done.steps} step{pluralize(done.steps)}")
         return redirect(reverse("cache-steps", args=[org.slug]))
@@ -172,7 +176,7 @@ def evict_matching(request, slug):
             "steps",
             query=query,
             hidden=query.params(),
-            shown=steps.describe_steps(org, rows[:PREVIEW_SHOWN]),
+            shown=steps.describe_steps(org, steps.step_listing(org, query)[:PREVIEW_SHOWN]),
             count=len(record_ids),
             plan=plan,
             back=listing_url,

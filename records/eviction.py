@@ -4,6 +4,7 @@
     plan_results(organization, result_ids) -> EvictionPlan
     evict_steps(organization, record_ids, actor=None) -> Evicted           do it
     evict_results(organization, result_ids, actor=None) -> Evicted
+    steps_to_evict(organization, query, expected=None) -> [record ids]   a search's targets
 
 With `actor` (a user, or audit.services.Actor) the eviction is audited: one entry per call.
 
@@ -31,6 +32,19 @@ from records.models import Layer, PendingExport, Record, Result, ResultLayer
 from records.services import batched, mark_changed
 
 log = logging.getLogger("cacheweb.records")
+
+
+class SearchRefused(ValueError):
+    """Evicting by search needs a search: an empty one would take every step."""
+
+
+class SearchChanged(ValueError):
+    """The search matches another number of steps than the operator confirmed."""
+
+    def __init__(self, matched, expected):
+        super().__init__(f"the search now matches {matched} steps, not {expected}")
+        self.matched = matched
+        self.expected = expected
 
 # S3 not answering, or a disk refusing the unlink: the bytes, and so the row, are still
 # there, unreferenced now, for the storage lifecycle's next pass.
@@ -129,6 +143,20 @@ def evict_results(organization, result_ids, actor=None):
         plan = plan_results(organization, result_ids)
         _drop_results(organization, plan)
     return _audited(organization, plan, _delete_blobs(organization, plan), actor)
+
+
+def steps_to_evict(organization, query, expected=None):
+    """The record ids a step search (records.steps.StepQuery) would evict. With `expected`,
+    the count the operator saw in the preview, refuse if the search matches another number
+    now: steps exported since then would otherwise go unseen."""
+    from records.steps import step_listing
+
+    if not query.filtered:
+        raise SearchRefused("search or filter first: evicting every step takes a search")
+    record_ids = list(step_listing(organization, query).values_list("record_id", flat=True))
+    if expected is not None and expected != len(record_ids):
+        raise SearchChanged(len(record_ids), expected)
+    return record_ids
 
 
 def _audited(organization, plan, done, actor):
