@@ -49,6 +49,9 @@ app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
     "worker-heartbeat": {"task": "cacheweb.tasks.heartbeat", "schedule": 30.0},
+    # Publishes work recorded after a commit and not done yet (cacheweb.outbox): what a
+    # broker outage or a lost message held back.
+    "outbox-sweep": {"task": "cacheweb.tasks.sweep_outbox", "schedule": 30.0},
     # Settles mount uploads whose confirmation task was lost; drops week-old failures.
     "mounts-sweep-pending": {"task": "mounts.sweep_pending_snapshots", "schedule": 600.0},
     # Upload temp files left by workers killed mid-upload.

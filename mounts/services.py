@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from accounts.models import Engine
 from blobs import contents
+from cacheweb import outbox
 from blobs import services as blobs
 from blobs.models import Blob, BlobState
 from mounts.models import (
@@ -231,7 +232,7 @@ def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
     with transaction.atomic():
         snapshot = _pending_snapshot(mount, offer, expires_at=expires_at, **uploader)
         CacheMount.objects.filter(pk=mount.pk).update(last_skip_reason=SkipReason.NONE)
-        transaction.on_commit(lambda: _queue_confirmation(snapshot.pk, expires_at))
+        _queue_confirmation(snapshot.pk, expires_at)
     _log_offer(organization, offer, "upload")
     return {"URL": target["URL"], "Headers": target["Headers"], "Skip": False}
 
@@ -288,9 +289,10 @@ def _pending_snapshot(mount, offer, expires_at, token, engine, remote_addr, user
 
 
 def _queue_confirmation(snapshot_id, expires_at):
+    """Inside the offer's transaction: recorded there, published once it commits."""
     from mounts import tasks
 
-    tasks.confirm_snapshot_upload.apply_async((snapshot_id,), countdown=confirm_delay(expires_at))
+    outbox.enqueue(tasks.confirm_snapshot_upload, [snapshot_id], countdown=confirm_delay(expires_at))
 
 
 # ---- committing -----------------------------------------------------------------------
@@ -309,7 +311,7 @@ def commit_snapshot(snapshot_id):
         snapshot = MountSnapshot.objects.select_related("mount__organization").get(pk=snapshot_id)
         CacheMount.objects.filter(pk=snapshot.mount_id).update(last_synced_at=now, last_skip_reason="")
         release_old_snapshots(snapshot.mount, now=now)
-        transaction.on_commit(lambda: _queue_index(snapshot_id))
+        queue_index(snapshot_id)
     log.info(
         "mount snapshot committed org=%s mount=%r digest=%s size=%d",
         snapshot.mount.organization.slug, snapshot.mount.name, snapshot.digest, snapshot.size,
@@ -458,10 +460,11 @@ def next_confirmation_delay(snapshot_id):
 # ---- contents -------------------------------------------------------------------------
 
 
-def _queue_index(snapshot_id):
+def queue_index(snapshot_id, force=False):
+    """Inside the committing transaction: recorded there, published once it commits."""
     from mounts import tasks
 
-    tasks.index_snapshot_contents.delay(snapshot_id)
+    outbox.enqueue(tasks.index_snapshot_contents, [snapshot_id], {"force": True} if force else None)
 
 
 def index_snapshot_contents(snapshot_id, force=False):

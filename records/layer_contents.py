@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from blobs import contents
+from cacheweb import outbox
 from records.models import ContentsState, Layer, LayerContents
 
 log = logging.getLogger("cacheweb.records")
@@ -43,7 +44,7 @@ def request_index(layer):
 def _queue(layer_id):
     from records import tasks
 
-    transaction.on_commit(lambda: tasks.index_layer_contents.delay(layer_id), robust=True)
+    outbox.enqueue(tasks.index_layer_contents, [layer_id])
 
 
 def index_layer(layer_id):

@@ -18,6 +18,7 @@ from django.utils import timezone
 from accounts.models import Engine
 from blobs.models import Blob, BlobState
 from blobs.services import verified_blob_sizes
+from cacheweb import outbox
 from records import bulk
 from records import graph as graphlib
 from records.digests import is_digest, parse_time
@@ -403,13 +404,11 @@ def mark_changed(organization):
     snapshot, created = ImportSnapshot.objects.get_or_create(organization=organization)
     if not created:
         ImportSnapshot.objects.filter(pk=snapshot.pk).update(generation=F("generation") + 1)
-    transaction.on_commit(lambda: _queue_rebuild(organization.pk), robust=True)
-
-
-def _queue_rebuild(organization_id):
     from records.tasks import rebuild_import
 
-    rebuild_import.delay(organization_id)
+    # Recorded in this transaction (one pending rebuild per organization), published
+    # after it commits; a broker outage delays it until the outbox sweep.
+    outbox.enqueue(rebuild_import, [organization.pk])
 
 
 def blobs_lost(organization, digests):

@@ -230,7 +230,7 @@ def test_stale_build_never_overwrites_a_newer_one(org):
 
 def test_the_rebuild_waits_for_commit_and_is_queued_once(client, org, token, django_capture_on_commit_callbacks, monkeypatch):
     queued = []
-    monkeypatch.setattr("records.tasks.rebuild_import.delay", lambda org_id: queued.append(org_id))
+    monkeypatch.setattr("records.tasks.rebuild_import.apply_async", lambda args, **kw: queued.append(args[0]))
     post_records(client, token, [key(IMAGE, result("r"))], [])
     store_blob(org, sha("b"), 1)
     digest = Record.objects.get(organization=org).identity

@@ -44,7 +44,9 @@ def queued(monkeypatch):
     monkeypatch.setattr(
         tasks.confirm_snapshot_upload, "apply_async", lambda args, **kw: calls["confirm"].append((args, kw))
     )
-    monkeypatch.setattr(tasks.index_snapshot_contents, "delay", lambda *args, **kw: calls["index"].append(args))
+    monkeypatch.setattr(
+        tasks.index_snapshot_contents, "apply_async", lambda args, **kw: calls["index"].append(tuple(args))
+    )
     return calls
 
 

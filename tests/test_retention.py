@@ -356,7 +356,7 @@ def test_one_import_rebuild_per_eviction_batch(builtin, org, settings, django_ca
         layer = make_layer(org, make_blob(org, age=40 * DAY))
         ResultLayer.objects.create(result=result_row, position=0, layer=layer)
     queued = []
-    monkeypatch.setattr("records.tasks.rebuild_import.delay", lambda org_id: queued.append(org_id))
+    monkeypatch.setattr("records.tasks.rebuild_import.apply_async", lambda args, **kw: queued.append(args[0]))
     with django_capture_on_commit_callbacks(execute=True):
         [report] = collect_garbage()
     assert report.counts[UNUSED_BLOBS] == 3
@@ -402,7 +402,7 @@ def test_evicted_mount_snapshot_is_released_and_uploaded_again(builtin, client, 
     from mounts import tasks as mount_tasks
 
     monkeypatch.setattr(mount_tasks.confirm_snapshot_upload, "apply_async", lambda *args, **kwargs: None)
-    monkeypatch.setattr(mount_tasks.index_snapshot_contents, "delay", lambda *args, **kwargs: None)
+    monkeypatch.setattr(mount_tasks.index_snapshot_contents, "apply_async", lambda *args, **kwargs: None)
     digest = make_blob(org, age=40 * DAY)
     snapshot = make_snapshot(org, digest, age=40 * DAY)
     settings.EVICT_UNUSED_AFTER = 30
