@@ -56,15 +56,17 @@ def enqueue(task, args=(), kwargs=None, key=None, countdown=0):
                     )
                 waiting = False
             except IntegrityError:
-                # Another transaction recorded it a moment ago: that one publishes.
-                row = (2, 0)
+                # Another transaction recorded it a moment ago.
+                row = (1, 0)  # created, not started: its transaction publishes it
         if row is not None:
             version, started = row
             # A published task that has not started yet will see this change too; the
             # sweep's time is then left as it was, or steady traffic would postpone it
             # for ever while that task is lost.
             waiting = version > started
-            fields = {"args": args, "kwargs": kwargs} if waiting else {"args": args, "kwargs": kwargs, "next_attempt_at": due}
+            fields = {"args": args, "kwargs": kwargs}
+            if not waiting:
+                fields["next_attempt_at"] = due
             OutboxTask.objects.filter(key=key).update(version=F("version") + 1, **fields)
     if not waiting:
         transaction.on_commit(lambda: publish(task, args, kwargs, countdown))
