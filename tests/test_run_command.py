@@ -217,6 +217,7 @@ def _await_child(pid, word, other_than=(), timeout=60):
     raise AssertionError(f"no {word} child of {pid}")
 
 
+@pytest.mark.once  # embedded whatever the environment: the scaled-out pass adds nothing
 def test_a_role_that_dies_is_restarted_and_the_others_keep_running(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
