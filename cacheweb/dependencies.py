@@ -8,8 +8,9 @@ paths (cacheweb.urls.MACHINE_PREFIXES) get JSON, never HTML: the engine does not
 the status of a blob GET, so an HTML page would be taken for layer bytes. Pages get a
 styled message.
 
-Publishing a Celery task goes through publish(): its waits are bounded by the broker
-settings (CACHEWEB_BROKER_TIMEOUT, CACHEWEB_BROKER_PUBLISH_RETRIES) and every failure is
+Publishing a Celery task goes through publish() (work that follows a commit goes through
+cacheweb.outbox, which calls it): its waits are bounded by the broker settings
+(CACHEWEB_BROKER_TIMEOUT, CACHEWEB_BROKER_PUBLISH_RETRIES) and every failure is
 BrokerUnavailable.
 """
 
@@ -18,7 +19,7 @@ import sys
 
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -49,32 +50,16 @@ DATABASE_ERRORS = (OperationalError, InterfaceError)
 STORE_ERRORS = (StoreUnavailable, BotoCoreError)
 
 
-def publish(task, *args, **options):
-    """Queue `task` with `args`, waiting at most the broker's bounded time. Keyword
-    arguments are apply_async options (countdown, kwargs, ...). Raises BrokerUnavailable."""
+def publish(task, *args, retry=True, **options):
+    """Queue `task` with `args`, waiting at most the broker's bounded time (with `retry`,
+    the publish retry policy's). Keyword arguments are apply_async options (countdown,
+    kwargs, ...). Raises BrokerUnavailable."""
+    if retry:
+        options["retry_policy"] = settings.CELERY_TASK_PUBLISH_RETRY_POLICY
     try:
-        return task.apply_async(
-            args,
-            retry=True,
-            retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
-            **options,
-        )
+        return task.apply_async(args, retry=retry, **options)
     except _PUBLISH_ERRORS as exc:
         raise BrokerUnavailable(f"could not queue {task.name}: {type(exc).__name__}: {exc}") from exc
-
-
-def publish_after_commit(task, *args, **options):
-    """Queue `task` once the current transaction commits. A broker that is down then
-    costs the task (logged), never the request whose work is already committed; what the
-    task does must be something a later run or sweep also does."""
-
-    def queue():
-        try:
-            publish(task, *args, **options)
-        except BrokerUnavailable as exc:
-            log.warning("%s; it was not queued", exc)
-
-    transaction.on_commit(queue)
 
 
 def failed_part(exc):

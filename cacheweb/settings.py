@@ -327,8 +327,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Reconnect to a broker that went away for as long as it takes (Celery's default gives up
+# after 100 attempts, and the worker exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Seconds after which work recorded in the outbox (cacheweb.outbox) and still not done is
+# published again by the scheduler's sweep (every 30 s): how long a broker outage or a
+# lost message can delay an import rebuild, a mount upload confirmation or an index.
+OUTBOX_RETRY_AFTER = env_int("CACHEWEB_OUTBOX_RETRY_AFTER", 120, minimum=10)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

@@ -11,3 +11,10 @@ def heartbeat(hostname=None):
     WorkerHeartbeat.objects.update_or_create(
         hostname=hostname or socket.gethostname(), defaults={"beat_at": timezone.now()}
     )
+
+
+@shared_task(name="cacheweb.tasks.sweep_outbox", ignore_result=True)
+def sweep_outbox():
+    from cacheweb import outbox
+
+    outbox.sweep()

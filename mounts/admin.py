@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.db import transaction
 
+from mounts import services
 from mounts.models import CacheMount, MountPolicy, MountSnapshot, MountSwitch
 from audit.admin import AuditedAdmin
 from audit.models import Action
@@ -80,9 +81,8 @@ class MountSnapshotAdmin(AuditedAdmin):
 
     @admin.action(description="Index the contents again")
     def reindex(self, request, queryset):
-        from mounts import tasks
-
         ids = list(queryset.filter(state="verified").values_list("pk", flat=True))
-        for pk in ids:
-            transaction.on_commit(lambda pk=pk: tasks.index_snapshot_contents.delay(pk, force=True))
+        with transaction.atomic():
+            for pk in ids:
+                services.queue_index(pk, force=True)
         messages.info(request, f"{len(ids)} snapshot(s) queued for indexing")

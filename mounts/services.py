@@ -21,9 +21,9 @@ from accounts.models import Engine
 from audit import services as audit
 from audit.models import Action
 from blobs import contents
+from cacheweb import outbox
 from blobs import services as blobs
 from blobs.models import Blob, BlobState
-from cacheweb.dependencies import publish_after_commit
 from mounts.models import (
     SNAPSHOT_MEDIA_TYPE,
     CacheMount,
@@ -234,11 +234,7 @@ def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
     with transaction.atomic():
         snapshot = _pending_snapshot(mount, offer, expires_at=expires_at, **uploader)
         CacheMount.objects.filter(pk=mount.pk).update(last_skip_reason=SkipReason.NONE)
-        # A broker that is down delays the confirmation; the mount's next offer or
-        # upload confirms it (a lost one is given up after the upload grace).
-        from mounts import tasks
-
-        publish_after_commit(tasks.confirm_snapshot_upload, snapshot.pk, countdown=confirm_delay(expires_at))
+        _queue_confirmation(snapshot.pk, expires_at)
     _log_offer(organization, offer, "upload")
     return {"URL": target["URL"], "Headers": target["Headers"], "Skip": False}
 
@@ -294,6 +290,13 @@ def _pending_snapshot(mount, offer, expires_at, token, engine, remote_addr, user
     return existing
 
 
+def _queue_confirmation(snapshot_id, expires_at):
+    """Inside the offer's transaction: recorded there, published once it commits."""
+    from mounts import tasks
+
+    outbox.enqueue(tasks.confirm_snapshot_upload, [snapshot_id], countdown=confirm_delay(expires_at))
+
+
 # ---- committing -----------------------------------------------------------------------
 
 
@@ -310,9 +313,7 @@ def commit_snapshot(snapshot_id):
         snapshot = MountSnapshot.objects.select_related("mount__organization").get(pk=snapshot_id)
         CacheMount.objects.filter(pk=snapshot.mount_id).update(last_synced_at=now, last_skip_reason="")
         release_old_snapshots(snapshot.mount, now=now)
-        from mounts import tasks
-
-        publish_after_commit(tasks.index_snapshot_contents, snapshot_id)
+        queue_index(snapshot_id)
     log.info(
         "mount snapshot committed org=%s mount=%r digest=%s size=%d",
         snapshot.mount.organization.slug, snapshot.mount.name, snapshot.digest, snapshot.size,
@@ -475,6 +476,11 @@ def next_confirmation_delay(snapshot_id):
 # ---- contents -------------------------------------------------------------------------
 
 
+def queue_index(snapshot_id, force=False):
+    """Inside the committing transaction: recorded there, published once it commits."""
+    from mounts import tasks
+
+    outbox.enqueue(tasks.index_snapshot_contents, [snapshot_id], {"force": True} if force else None)
 
 
 def index_snapshot_contents(snapshot_id, force=False):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import orjson
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -31,7 +31,10 @@ log = logging.getLogger("cacheweb.records")
 
 # Level 1 is three times faster than 6 on configs of megabytes and only ~8 % larger.
 GZIP_LEVEL = 1
-# A claim to build older than this is taken to belong to a process that died.
+# A claim to build older than three times the last build (within these bounds) is taken
+# to belong to a process that died, or that lost the database before it could release
+# the claim: engines are then served the old body at most that long.
+BUILD_CLAIM_MIN = timedelta(seconds=15)
 BUILD_CLAIM = timedelta(minutes=5)
 
 
@@ -266,14 +269,36 @@ def render(organization):
     )
 
 
-def _claim(snapshot_pk):
-    """Become the one process building this import; False if another one is at it."""
+def claim_lifetime(build_ms):
+    return min(BUILD_CLAIM, max(BUILD_CLAIM_MIN, timedelta(milliseconds=3 * build_ms)))
+
+
+def _claim(snapshot):
+    """Become the one process building this import: the claim's time, or None if another
+    one is at it."""
     now = timezone.now()
-    return bool(
-        ImportSnapshot.objects.filter(pk=snapshot_pk)
-        .filter(Q(building_since__isnull=True) | Q(building_since__lt=now - BUILD_CLAIM))
+    claimed = (
+        ImportSnapshot.objects.filter(pk=snapshot.pk)
+        .filter(Q(building_since__isnull=True) | Q(building_since__lt=now - claim_lifetime(snapshot.build_ms)))
         .update(building_since=now)
     )
+    return now if claimed else None
+
+
+def _release(snapshot_pk, claimed_at):
+    """Give the claim up (only ours: a claim taken over meanwhile is another builder's).
+    A connection the database dropped is replaced once; if the database is still down,
+    the claim lapses after claim_lifetime."""
+    for attempt in (1, 2):
+        try:
+            ImportSnapshot.objects.filter(pk=snapshot_pk, building_since=claimed_at).update(building_since=None)
+            return True
+        except DatabaseError:
+            if attempt == 2 or connection.in_atomic_block:
+                log.warning("could not release the import build claim of snapshot %s", snapshot_pk, exc_info=True)
+                return False
+            connection.close()
+    return False
 
 
 def rebuild(organization, force=False):
@@ -283,7 +308,8 @@ def rebuild(organization, force=False):
     builds at a time, so that engines importing together after a change do not each
     spend seconds of CPU on the same body."""
     snapshot, _ = ImportSnapshot.objects.get_or_create(organization=organization)
-    if not _claim(snapshot.pk) and not force:
+    claimed_at = _claim(snapshot)
+    if claimed_at is None and not force:
         return None
     try:
         # Read the generation before the rows: a change made meanwhile bumps it past what
@@ -304,7 +330,8 @@ def rebuild(organization, force=False):
                 build_ms=elapsed_ms,
             )
     finally:
-        ImportSnapshot.objects.filter(pk=snapshot.pk).update(building_since=None)
+        if claimed_at is not None:
+            _release(snapshot.pk, claimed_at)
     log.info(
         "import built org=%s generation=%s records=%s layers=%s bytes=%s gzip=%s ms=%.0f stored=%s",
         organization.slug,

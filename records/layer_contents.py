@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from blobs import contents
-from cacheweb.dependencies import publish_after_commit
+from cacheweb import outbox
 from records.models import ContentsState, Layer, LayerContents
 
 log = logging.getLogger("cacheweb.records")
@@ -44,7 +44,7 @@ def request_index(layer):
 def _queue(layer_id):
     from records import tasks
 
-    publish_after_commit(tasks.index_layer_contents, layer_id)
+    outbox.enqueue(tasks.index_layer_contents, [layer_id])
 
 
 def index_layer(layer_id):

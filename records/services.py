@@ -18,7 +18,7 @@ from django.utils import timezone
 from accounts.models import Engine
 from blobs.models import Blob, BlobState
 from blobs.services import verified_blob_sizes
-from cacheweb.dependencies import publish_after_commit
+from cacheweb import outbox
 from records import bulk
 from records import graph as graphlib
 from records.digests import is_digest, parse_time
@@ -27,6 +27,9 @@ from records.models import ImportSnapshot, Layer, PendingExport, Record, Result,
 log = logging.getLogger("cacheweb.records")
 
 DIFF_ID_ANNOTATION = "containerd.io/uncompressed"
+# A layer's last_used_at is rewritten only when older than this: retention counts unused
+# time in days, and an hour's precision spares the hot rows a write per export.
+LAST_USED_PRECISION = timedelta(hours=1)
 CREATED_AT_ANNOTATION = "buildkit/createdat"
 
 
@@ -335,8 +338,13 @@ def _store_results(organization, token, accepted, now):
         layer_ids.update(
             Layer.objects.filter(organization=organization, digest__in=chunk).values_list("digest", "id")
         )
+    # Only layers not marked used lately: every export of an organization shares its
+    # base layers, and rewriting those hot rows on each /layers serialized them all.
+    stale = now - LAST_USED_PRECISION
     for chunk in batched(sorted(layer_ids.values())):
-        Layer.objects.filter(id__in=chunk).update(last_used_at=now)
+        touched = _locked_ids(Layer.objects.filter(id__in=chunk, last_used_at__lt=stale))
+        if touched:
+            Layer.objects.filter(id__in=touched).update(last_used_at=now)
 
     record_ids = sorted({record_id for record_id, _, _ in accepted})
     pending = {}
@@ -379,8 +387,10 @@ def _store_results(organization, token, accepted, now):
                 stored[(record_id, chain)] = (result_id, complete)
     # A chain delivered again (after its blobs were lost and uploaded anew) is complete again.
     again = [result_id for result_id, complete in stored.values() if not complete]
-    for chunk in batched(again):
-        Result.objects.filter(id__in=chunk).update(complete=True, exported_at=now)
+    for chunk in batched(sorted(again)):
+        Result.objects.filter(id__in=_locked_ids(Result.objects.filter(id__in=chunk))).update(
+            complete=True, exported_at=now
+        )
     ResultLayer.objects.bulk_create(
         [
             ResultLayer(result_id=stored[key][0], position=position, layer_id=layer_ids[digest])
@@ -390,8 +400,21 @@ def _store_results(organization, token, accepted, now):
         ignore_conflicts=True,
     )
     for chunk in batched(record_ids):
-        Record.objects.filter(id__in=chunk).update(has_result=True)
-        PendingExport.objects.filter(record_id__in=chunk).delete()
+        unmarked = _locked_ids(Record.objects.filter(id__in=chunk, has_result=False))
+        if unmarked:
+            Record.objects.filter(id__in=unmarked).update(has_result=True)
+        delivered = _locked_ids(PendingExport.objects.filter(record_id__in=chunk))
+        if delivered:
+            PendingExport.objects.filter(id__in=delivered).delete()
+
+
+def _locked_ids(queryset):
+    """Lock the rows of `queryset` in id order and return their ids. An UPDATE or DELETE
+    ... WHERE id IN (...) locks rows in whatever order its scan meets them, whatever the
+    order of the list, so two exports touching the same rows deadlocked; SELECT ...
+    ORDER BY id FOR NO KEY UPDATE locks them in one order (PostgreSQL sorts before
+    locking), and, like the UPDATE itself, lets foreign-key checks (FOR KEY SHARE) through."""
+    return list(queryset.order_by("id").select_for_update(no_key=True).values_list("id", flat=True))
 
 
 # ---- import snapshot bookkeeping --------------------------------------------------------
@@ -406,7 +429,9 @@ def mark_changed(organization):
         ImportSnapshot.objects.filter(pk=snapshot.pk).update(generation=F("generation") + 1)
     from records.tasks import rebuild_import
 
-    publish_after_commit(rebuild_import, organization.pk)
+    # Recorded in this transaction (one pending rebuild per organization), published
+    # after it commits; a broker outage delays it until the outbox sweep.
+    outbox.enqueue(rebuild_import, [organization.pk])
 
 
 def blobs_lost(organization, digests):

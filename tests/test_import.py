@@ -1,6 +1,7 @@
 """GET /magicache/import: buildkit's cache config, built once per change, served stored."""
 
 import gzip
+from datetime import timedelta
 import json
 
 import pytest
@@ -230,7 +231,7 @@ def test_stale_build_never_overwrites_a_newer_one(org):
 
 def test_the_rebuild_waits_for_commit_and_is_queued_once(client, org, token, django_capture_on_commit_callbacks, monkeypatch):
     queued = []
-    monkeypatch.setattr("records.tasks.rebuild_import.apply_async", lambda args, **kw: queued.append(*args))
+    monkeypatch.setattr("records.tasks.rebuild_import.apply_async", lambda args, **kw: queued.append(args[0]))
     post_records(client, token, [key(IMAGE, result("r"))], [])
     store_blob(org, sha("b"), 1)
     digest = Record.objects.get(organization=org).identity
@@ -414,3 +415,52 @@ def test_deleting_a_layer_by_hand_makes_its_results_asked_for_again(client, org,
     assert [r["digest"] for r in config["records"] if r.get("layers")] == [IMAGE]
     asked = post_records(client, token, keys, links).json()["ExportRecords"]
     assert [entry["CacheRefID"] for entry in asked] == ["exec"]
+
+
+def test_a_database_error_during_a_build_never_leaves_the_claim_held(transactional_db, client, org, token, monkeypatch):
+    from django.db import OperationalError
+    from django.utils import timezone
+
+    export(client, org, token, [key(IMAGE, result("r"))], [], {"r": ["base"]})
+    assert len(get_import(client, token)["records"]) == 1
+    k = random_key_id()
+    export(client, org, token, [key(IMAGE), key(k, result("e"))], [link(k, IMAGE, 0, EXEC)], {"e": ["top"]})
+    real_update = importconfig.ImportSnapshot.objects.filter
+
+    def database_gone(organization):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    # The connection breaks mid-build and the first release with it: the release is tried
+    # again on a fresh connection.
+    releases = []
+
+    def filter_failing_once(*args, **kwargs):
+        if "building_since" in kwargs and not releases:
+            releases.append(kwargs)
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(importconfig, "render", database_gone)
+    monkeypatch.setattr(importconfig.ImportSnapshot.objects, "filter", filter_failing_once)
+    with pytest.raises(OperationalError):
+        importconfig.rebuild(org)
+    monkeypatch.undo()
+    assert releases and ImportSnapshot.objects.get(organization=org).building_since is None
+    assert len(get_import(client, token)["records"]) == 2
+
+    # The database stays down past the release: the claim lapses after a few times the
+    # last build, not minutes, and the next /import builds.
+    export(client, org, token, [key(root_key(sha("docker-image://other")), result("f"))], [], {"f": ["other"]})
+    monkeypatch.setattr(importconfig, "render", database_gone)
+    monkeypatch.setattr(importconfig, "_release", lambda pk, claimed_at: False)
+    with pytest.raises(OperationalError):
+        importconfig.rebuild(org)
+    monkeypatch.undo()
+    stuck = ImportSnapshot.objects.get(organization=org)
+    assert stuck.building_since is not None
+    assert len(get_import(client, token)["records"]) == 2  # the old body, one change behind, while claimed
+    lifetime = importconfig.claim_lifetime(stuck.build_ms)
+    assert lifetime == importconfig.BUILD_CLAIM_MIN
+    ImportSnapshot.objects.filter(pk=stuck.pk).update(building_since=timezone.now() - lifetime - timedelta(seconds=1))
+    assert len(get_import(client, token)["records"]) == 3
+    assert ImportSnapshot.objects.get(organization=org).building_since is None

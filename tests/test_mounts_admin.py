@@ -68,7 +68,7 @@ def test_mount_name_is_fixed_once_recorded(admin_client, snapshot):
 
 def test_reindex_action_queues_a_forced_index(admin_client, snapshot, monkeypatch, django_capture_on_commit_callbacks):
     queued = []
-    monkeypatch.setattr(tasks.index_snapshot_contents, "delay", lambda *a, **kw: queued.append((a, kw)))
+    monkeypatch.setattr(tasks.index_snapshot_contents, "apply_async", lambda args, kwargs, **kw: queued.append((args, kwargs)))
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post("/admin/mounts/mountsnapshot/", {"action": "reindex", "_selected_action": [snapshot.pk]})
     assert queued == [((snapshot.pk,), {"force": True})]

@@ -185,6 +185,35 @@ def test_the_engine_asked_is_asked_again_at_once_when_blobs_arrived(client, org,
         assert post_records(client, token, keys, links).json()["ExportRecords"] == []
 
 
+def test_an_export_an_outage_interrupted_is_asked_again_once_the_export_timeout_is_over(
+    client, org, token, builtin
+):
+    """The engine's /layers failed with a 503 (or never came: the engine lost the service
+    mid-export). No setting lengthens the wait: the record is asked for again, of any
+    engine, as soon as that export must be over, and once delivered it is in /import."""
+    from tests.buildkit_oracle import descriptor, get_import, post_layers, store_blob
+
+    org.export_timeout = 300
+    org.save(update_fields=["export_timeout"])
+    keys, links = build()
+    other_keys = [dict(k, Results=[dict(r, ID=r["ID"] + "-other") for r in k["Results"]]) for k in keys]
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        assert len(post_records(client, token, keys, links).json()["ExportRecords"]) == 3
+        traveller.shift(timedelta(seconds=299))
+        # That export may still be running: nobody else is asked yet.
+        assert post_records(client, token, other_keys, links).json()["ExportRecords"] == []
+        traveller.shift(timedelta(seconds=2))
+        again = post_records(client, token, other_keys, links).json()["ExportRecords"]
+        assert sorted(e["CacheRefID"] for e in again) == ["ref-copy-other", "ref-exec-other", "ref-image-other"]
+        for n, entry in enumerate(again):
+            store_blob(org, sha(f"layer {n}"), 3)
+        delivered = [{"RecordDigest": e["Digest"], "Layers": [descriptor(sha(f"layer {n}"), 3)]}
+                     for n, e in enumerate(again)]
+        assert sorted(post_layers(client, token, delivered).json()["Accepted"]) == sorted(e["Digest"] for e in again)
+    imported = get_import(client, token)
+    assert len([r for r in imported["records"] if "layers" in r]) == 3
+
+
 def test_export_records_are_capped_newest_first(client, org, token):
     ids = [random_key_id() for _ in range(5)]
     keys = [key(IMAGE)]

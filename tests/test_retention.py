@@ -356,7 +356,7 @@ def test_one_import_rebuild_per_eviction_batch(builtin, org, settings, django_ca
         layer = make_layer(org, make_blob(org, age=40 * DAY))
         ResultLayer.objects.create(result=result_row, position=0, layer=layer)
     queued = []
-    monkeypatch.setattr("records.tasks.rebuild_import.apply_async", lambda args, **kw: queued.append(*args))
+    monkeypatch.setattr("records.tasks.rebuild_import.apply_async", lambda args, **kw: queued.append(args[0]))
     with django_capture_on_commit_callbacks(execute=True):
         [report] = collect_garbage()
     assert report.counts[UNUSED_BLOBS] == 3

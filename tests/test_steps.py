@@ -221,7 +221,7 @@ def test_layer_contents_are_indexed_in_the_background_on_first_visit(
     client, operators, org, graph, django_capture_on_commit_callbacks, monkeypatch
 ):
     queued = []
-    monkeypatch.setattr("records.tasks.index_layer_contents.apply_async", lambda args, **kw: queued.append(*args))
+    monkeypatch.setattr("records.tasks.index_layer_contents.apply_async", lambda args, **kw: queued.append(args[0]))
     layer = Layer.objects.get(organization=org, digest=layer_digest("build-a"))
     login(client, operators)
     with django_capture_on_commit_callbacks(execute=True):

@@ -12,8 +12,9 @@ SUPERVISOR = Path(__file__).resolve().parents[2] / "supervisor.py"
 
 class Command(BaseCommand):
     help = (
-        "Start the web server (gunicorn), a Celery worker and the Celery scheduler, and stop "
-        "them together. Scaled out, run each role on its own with --only."
+        "Start the web server (gunicorn), a Celery worker and the Celery scheduler, restart "
+        "one that exits (with back-off) and stop them together. Scaled out, run each role on "
+        "its own with --only."
     )
 
     def add_arguments(self, parser):
