@@ -138,12 +138,15 @@ def test_mount_upload_url_answers_200_with_the_broker_down(
 
     monkeypatch.setattr(tasks.confirm_snapshot_upload, "apply_async", refuse)
     digest = "sha256:" + "d" * 64
-    with caplog.at_level(logging.WARNING, "cacheweb.dependencies"), django_capture_on_commit_callbacks(execute=True):
+    with caplog.at_level(logging.WARNING, "cacheweb.outbox"), django_capture_on_commit_callbacks(execute=True):
         response = engine_request(client, "GET", "/magicache/cacheMountUploadURL", token,
                                   {"CacheName": "go-mod", "Digest": digest, "Size": 10})
     assert response.status_code == 200, response.content
     assert response.json()["Skip"] is False and response.json()["URL"]
-    assert "could not queue" in caplog.text and "it was not queued" in caplog.text
+    assert "could not queue" in caplog.text and "left for the outbox sweep" in caplog.text
+    from cacheweb.models import OutboxTask
+
+    assert OutboxTask.objects.filter(task=tasks.confirm_snapshot_upload.name).count() == 1
 
 
 # ---- the access log -----------------------------------------------------------------------
