@@ -149,7 +149,7 @@ def evict_matching(request, slug):
     # A confirmation that is not a number matches no count: -1 refuses like a changed one.
     expected = request.POST.get("expected", "") if request.method == "POST" else None
     if expected is not None:
-        expected = int(expected) if expected.isascii() and expected.isdigit() else -1
+        expected = int(expected) if expected.isascii() and expected.isdigit() and len(expected) < 19 else -1
     try:
         record_ids = eviction.steps_to_evict(org, query, expected)
     except eviction.SearchRefused as exc:

@@ -166,6 +166,14 @@ def test_bulk_eviction_refuses_when_the_matches_changed(client, operators, org, 
     assert Result.objects.count() == 5
 
 
+@pytest.mark.parametrize("expected", ["", "two", "²", "-2", "1" * 5000])
+def test_bulk_eviction_refuses_a_confirmation_that_is_not_a_count(client, operators, graph, expected):
+    page = login(client, operators).post("/orgs/acme/cache/steps/evict", {"q": "go build", "expected": expected}, follow=True)
+    assert page.status_code == 200
+    assert b"now matches 2 steps, not the number you confirmed" in page.content
+    assert Result.objects.count() == 5
+
+
 def test_bulk_eviction_needs_a_search(client, operators, graph):
     for method in ("get", "post"):
         page = getattr(login(client, operators), method)("/orgs/acme/cache/steps/evict", follow=True)
