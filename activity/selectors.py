@@ -10,6 +10,7 @@ signals, and the charts, the API and the engines list all use these names.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
 
+from django.conf import settings
 from django.db.models import Case, IntegerField, Max, Q, Sum, When
 from django.db.models.functions import TruncDay
 from django.utils import timezone
@@ -73,6 +74,14 @@ class Window:
         return self.starts[0]
 
     @property
+    def description(self):
+        """What the buckets cover, in words: a day bucket is a UTC calendar day, so "7d"
+        per day is six whole days and today so far, not the last 168 hours."""
+        if self.bucket == HOUR:
+            return f"the last {len(self.starts)} hours, by the hour (UTC), this hour so far included"
+        return f"the last {len(self.starts)} calendar days (UTC), today so far included"
+
+    @property
     def step(self):
         return timedelta(hours=1) if self.bucket == HOUR else timedelta(days=1)
 
@@ -87,8 +96,13 @@ def window(range_key=None, bucket=None, now=None):
     bucket = (bucket or "").strip() or default_bucket
     if bucket not in BUCKETS:
         raise BadWindow("bucket", "bucket must be hour or day")
-    if bucket == HOUR and days > MAX_HOURLY_DAYS:
-        raise BadWindow("bucket", f"hourly buckets are drawn for ranges up to {MAX_HOURLY_DAYS} days; use day")
+    # Hourly rows are kept CACHEWEB_ACTIVITY_DAYS, then rolled up into days: an hourly
+    # chart reaching past that would show zeros where the day chart has counts.
+    hourly_days = min(MAX_HOURLY_DAYS, getattr(settings, "ACTIVITY_DAYS", MAX_HOURLY_DAYS))
+    if bucket == HOUR and days > hourly_days:
+        raise BadWindow("bucket", f"hourly buckets are drawn for ranges up to {hourly_days} days; use day")
+    if bucket == DAY and days == 1:
+        raise BadWindow("bucket", "24h is drawn per hour; a day bucket is a calendar day (use 7d or longer)")
     now = (now or timezone.now()).astimezone(dt_timezone.utc)
     if bucket == HOUR:
         last = now.replace(minute=0, second=0, microsecond=0)

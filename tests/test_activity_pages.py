@@ -55,9 +55,10 @@ class TestOverview:
         found, count = bars(html, "reuse")
         assert count == 14
         assert found[("shared_steps", (HOUR.replace(hour=0) - timedelta(days=1)).isoformat())] == 3
+        assert "Showing the last 7 calendar days (UTC), today so far included." in html
         assert 'id="chart-skips"' in html and "8.0\xa0MB" in html
 
-    @pytest.mark.parametrize("query", ["range=1y", "range=30d&bucket=hour", "bucket=minute", "range=%00"])
+    @pytest.mark.parametrize("query", ["range=1y", "range=30d&bucket=hour", "bucket=minute", "range=%00", "range=24h&bucket=day"])
     def test_bad_range_is_a_clear_message(self, client, operators, engines, query):
         client.force_login(operators["viewer"])
         resp = client.get(f"/orgs/acme/cache/?{query}")

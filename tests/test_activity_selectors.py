@@ -29,12 +29,32 @@ def test_windows_cover_the_range_in_utc_buckets():
 
 @pytest.mark.parametrize(
     "range_key, bucket, field",
-    [("1y", None, "range"), ("7d", "minute", "bucket"), ("30d", "hour", "bucket"), ("24h ; drop", None, "range")],
+    [
+        ("1y", None, "range"),
+        ("7d", "minute", "bucket"),
+        ("30d", "hour", "bucket"),
+        ("24h ; drop", None, "range"),
+        ("24h", "day", "bucket"),  # one calendar day would be labelled 24 hours
+    ],
 )
 def test_bad_windows_name_the_field(range_key, bucket, field):
     with pytest.raises(selectors.BadWindow) as caught:
         selectors.window(range_key, bucket, now=NOW)
     assert caught.value.field == field
+
+
+def test_windows_say_what_their_buckets_cover():
+    assert selectors.window("24h", now=NOW).description == (
+        "the last 24 hours, by the hour (UTC), this hour so far included"
+    )
+    assert selectors.window("7d", now=NOW).description == "the last 7 calendar days (UTC), today so far included"
+
+
+def test_hourly_buckets_stop_where_hours_are_rolled_up(settings):
+    settings.ACTIVITY_DAYS = 3
+    assert len(selectors.window("24h", now=NOW).starts) == 24
+    with pytest.raises(selectors.BadWindow, match="up to 3 days"):
+        selectors.window("7d", "hour", now=NOW)
 
 
 def test_hourly_series_of_the_organization(org, engines):
