@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage, storages
 
@@ -209,6 +210,19 @@ class FileSystemBlobStore:
         """The blob opened for binary reading; FileNotFoundError when absent."""
         return open(self.path(org_id, digest), "rb")
 
+    @staticmethod
+    def _check_room(folder, length):
+        """Refuse (507) an upload that would leave less than CACHEWEB_BLOB_DISK_MIN_FREE on
+        the blob disk: the database, the logs and the upload's own temporary file share it,
+        and /healthz reports the disk failing below the same line."""
+        disk = os.statvfs(folder)
+        free = disk.f_bavail * disk.f_frsize
+        if free - length < settings.BLOB_DISK_MIN_FREE:
+            raise UploadRejected(
+                507, f"the blob disk has {free} bytes free; storing {length} more would leave less than "
+                f"CACHEWEB_BLOB_DISK_MIN_FREE ({settings.BLOB_DISK_MIN_FREE})",
+            )
+
     def receive(self, org_id, digest, body, length):
         """Store exactly `length` bytes read from `body` (a reader with readinto, see
         blobs/body.py) as blob `digest`, only if they hash to it. The bytes go to a
@@ -217,6 +231,7 @@ class FileSystemBlobStore:
         nothing. Raises UploadRejected, keeping nothing."""
         final = self.path(org_id, digest)
         final.parent.mkdir(parents=True, exist_ok=True)
+        self._check_room(final.parent, length)
         fd, temp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name[:16]}.", suffix=".part")
         hasher = hashlib.sha256()
         received = 0

@@ -49,7 +49,7 @@ def check_storage():
     disk = os.statvfs(location)
     free = disk.f_bavail * disk.f_frsize
     if free < settings.BLOB_DISK_MIN_FREE:
-        # Uploads get 507 from here on: fail now, before the engines notice.
+        # Uploads get 507 below this line too (blobs.storage: the same check).
         raise DiskFull(f"{free} bytes free on the blob disk, below {settings.BLOB_DISK_MIN_FREE}")
     return {"backend": "filesystem", "location": str(location), "free_bytes": free}
 

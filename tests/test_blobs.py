@@ -609,6 +609,22 @@ def test_disk_write_failure_is_a_507_and_keeps_nothing(client, transport, org, t
     assert_nothing_kept(org, digest)
 
 
+def test_upload_that_would_leave_the_disk_below_its_minimum_is_a_507(transport, client, org, token, builtin, settings, tmp_path):
+    import os
+
+    data, digest = random_blob()
+    disk = os.statvfs(tmp_path)
+    # Just enough room for all but the last few bytes of this blob above the minimum.
+    settings.BLOB_DISK_MIN_FREE = disk.f_bavail * disk.f_frsize - len(data) + 4096
+    answer = upload_url(client, token, digest).json()
+    reply = transport.put(answer["URL"], data)
+    assert reply.status == 507
+    assert "CACHEWEB_BLOB_DISK_MIN_FREE" in reply.json()["error"]
+    assert_nothing_kept(org, digest)
+    settings.BLOB_DISK_MIN_FREE = 0
+    assert transport.put(answer["URL"], data).status == 200
+
+
 def test_blob_admin_lists_and_searches(admin_client, org):
     Blob.objects.create(organization=org, digest=OTHER_DIGEST, state=BlobState.VERIFIED, size=3)
     response = admin_client.get("/admin/blobs/blob/", {"q": "abab"})
