@@ -172,8 +172,12 @@ class MountSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(source="pk")
     name = serializers.CharField()
-    switch = serializers.CharField()
+    switch = serializers.CharField(help_text="policy, on or off")
     synced = serializers.BooleanField(required=False)
+    size_limit = serializers.IntegerField(
+        allow_null=True, help_text="largest snapshot accepted, bytes; null: the server default; 0: none"
+    )
+    effective_size_limit = serializers.IntegerField(help_text="the limit in force, bytes; 0: none")
     first_seen = serializers.DateTimeField()
     last_seen = serializers.DateTimeField()
     last_synced_at = serializers.DateTimeField(allow_null=True)

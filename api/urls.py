@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from api import activity_views, audit_views, policy_views, views
+from api import activity_views, audit_views, mount_views, policy_views, views
 
 org = "orgs/<slug:slug>/"
 
@@ -26,6 +26,7 @@ urlpatterns = [
     path(org + "engine-tokens/", views.EngineTokenList.as_view(), name="api-engine-tokens"),
     path(org + "engine-tokens/<int:pk>/", views.EngineTokenDetail.as_view(), name="api-engine-token"),
     path(org + "mounts/", views.MountList.as_view(), name="api-mounts"),
-    path(org + "mounts/<int:pk>/", views.MountDetail.as_view(), name="api-mount"),
+    path(org + "mounts/<int:pk>/", mount_views.MountDetail.as_view(), name="api-mount"),
+    path(org + "mount-policy/", mount_views.MountPolicyDetail.as_view(), name="api-mount-policy"),
     path(org + "mounts/<int:pk>/evict/", views.MountEviction.as_view(), name="api-mount-evict"),
 ]

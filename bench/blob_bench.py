@@ -9,7 +9,9 @@ client for every server, a few rounds each, side by side in one run:
   /magicache/layerUploadURL, PUTs to the signed URL (streamed to disk while SHA-256 is
   checked, fsynced, renamed into place), asks /magicache/layerDownloadURL and GETs
   (sendfile); and the same with CACHEWEB_BLOB_FSYNC=0 (no fsync, like nginx and the
-  registry);
+  registry); and the same as shipped but with gunicorn's stock gthread worker instead of
+  cacheweb's own (cacheweb/gworker.py HeadFirstWorker), through GUNICORN_CMD_ARGS, so
+  that what the worker class costs or gains is measured side by side;
 - nginx (Debian's): `sendfile on`, WebDAV `PUT` for uploads, plain GET for downloads;
 - docker-registry (Debian's distribution 2.8): a monolithic blob upload
   (POST /v2/<name>/blobs/uploads/, then PUT ?digest=), pulled back with
@@ -199,6 +201,9 @@ class Cacheweb(Server):
         self.proc = subprocess.Popen([python, "manage.py", "serve"], cwd=ROOT, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_http(self.url + "/healthz", proc=self.proc)
+        self.log.flush()
+        used = re.search(r"Using worker: (\S+)", (work / "cacheweb.log").read_text(errors="replace"))
+        self.worker_class = used.group(1) if used else None
 
     def web_pid(self):
         """gunicorn's master: the child of `serve` whose command line names gunicorn."""
@@ -353,6 +358,7 @@ def main():
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install -y nginx docker-registry curl")
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="cacheweb-bench-"))
     size = args.size_mib * MIB
     servers = []
@@ -363,16 +369,20 @@ def main():
         variants = [
             ("cacheweb", lambda: Cacheweb(work)),
             ("cacheweb (fsync off)", lambda: Cacheweb(work / "nofsync", {"CACHEWEB_BLOB_FSYNC": "0"})),
+            ("cacheweb (gthread)", lambda: Cacheweb(work / "gthread", {"GUNICORN_CMD_ARGS": "--worker-class gthread"})),
             ("nginx", lambda: Nginx(work)),
             ("docker-registry", lambda: Registry(work)),
         ]
         (work / "nofsync").mkdir()
+        (work / "gthread").mkdir()
         samplers = {}
+        worker_classes = {}
         for name, start in variants:
             server = start()
             servers.append((name, server))
             server.prepare(digest)
             if isinstance(server, Cacheweb):
+                worker_classes[name] = server.worker_class
                 # The web tier moves the bytes; the whole service adds Celery's processes.
                 samplers[name] = [RssSampler(server.web_pid()), RssSampler(server.proc.pid)]
                 for sampler in samplers[name]:
@@ -404,7 +414,10 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
     report = {"size_bytes": size, "rounds": args.rounds, "cpus": os.cpu_count(), "mb_per_s": results,
-              "cacheweb_web_memory": memory}
+              "cacheweb_web_memory": memory, "worker_classes": worker_classes,
+              "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()],
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip()}
     ratios = {}
     for name in ("cacheweb", "cacheweb (fsync off)"):
         for direction in ("upload", "download"):
@@ -414,6 +427,10 @@ def main():
                 "vs docker-registry": ours / results["docker-registry"][direction],
             }
     report["ratios"] = ratios
+    report["head_first_vs_gthread"] = {
+        direction: results["cacheweb"][direction] / results["cacheweb (gthread)"][direction]
+        for direction in ("upload", "download")
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -424,6 +441,10 @@ def main():
     print()
     for key, r in ratios.items():
         print(f"{key:34} {r['vs nginx']:5.2f}x nginx   {r['vs docker-registry']:5.2f}x docker-registry")
+    print(f"{'cacheweb vs cacheweb (gthread)':34} upload {report['head_first_vs_gthread']['upload']:5.2f}x   "
+          f"download {report['head_first_vs_gthread']['download']:5.2f}x")
+    print(f"worker classes: {worker_classes}; commit {report['commit']}; load average before "
+          f"{report['load_average_before']}, after {report['load_average_after']}")
     print()
     for name, m in memory.items():
         print(f"{name}: gunicorn RSS before {m['before_mb']:.0f} MB; peak during transfers "

@@ -29,3 +29,20 @@ class Blob(models.Model):
 
     def __str__(self):
         return f"{self.digest} ({self.organization.slug})"
+
+
+class StoreIdentity(models.Model):
+    """Which built-in blob directory this database's blobs were written to: one row, whose
+    store_id is also written in that directory (blobs.identity). Web processes scaled out
+    must share the directory; one started on another directory refuses to start rather
+    than take the blobs it cannot see for lost."""
+
+    store_id = models.CharField(max_length=64)
+    location = models.CharField(max_length=1000, help_text="the blob directory of the process that recorded it")
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "store identity"
+
+    def __str__(self):
+        return f"blob store {self.store_id} ({self.location})"

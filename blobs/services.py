@@ -36,7 +36,7 @@ from django.utils import timezone
 from accounts.models import Organization
 from audit import services as audit
 from audit.models import Action
-from blobs import signing
+from blobs import identity, signing
 from blobs.models import Blob, BlobState
 from blobs.signals import blob_lost, blob_verified, blobs_used
 from blobs.storage import StoreUnavailable, UploadRejected, get_store, sha256_b64
@@ -181,10 +181,17 @@ def _drop_lost_files(store, organization, sizes):
     lost = [digest for digest, size in sizes.items() if on_disk[digest] != size]
     if not lost:
         return sizes
+    lost_set = set(lost)
+    if not identity.recorded_store_is_here(store):
+        # Not this database's blob directory (another machine's, or a share that went
+        # away): the bytes may well be where they were written. Not held here, so not
+        # offered from here, but nothing is marked lost.
+        log.error("org=%s: %d verified blob(s) not in %s, which is not this database's blob store; "
+                  "none marked lost: %s", organization.slug, len(lost), store.root, ", ".join(lost[:5]))
+        return {digest: size for digest, size in sizes.items() if digest not in lost_set}
     log.warning("org=%s: %d verified blob(s) missing or truncated on disk, marked pending: %s",
                 organization.slug, len(lost), ", ".join(lost[:5]))
     _mark_lost(organization, lost)
-    lost_set = set(lost)
     return {digest: size for digest, size in sizes.items() if digest not in lost_set}
 
 
@@ -205,6 +212,8 @@ def rehash_blobs(organization, verified_since=None):
     missing bytes are deleted and their blob marked lost. Returns (checked, [lost]).
     Raises StoreUnavailable when S3 cannot be read."""
     store = get_store()
+    if store.kind == "filesystem" and not identity.recorded_store_is_here(store):
+        raise StoreUnavailable(f"{store.root} is not this database's blob store: nothing checked")
     rows = Blob.objects.filter(organization=organization, state=BlobState.VERIFIED)
     if verified_since is not None:
         rows = rows.filter(verified_at__gte=verified_since)

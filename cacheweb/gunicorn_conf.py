@@ -53,7 +53,32 @@ def when_ready(server):
     from django.template import engines
     from django.urls import get_resolver
 
+    _check_blob_store(server)
+
     get_resolver().url_patterns
     for engine in engines.all():
         engine.get_template("base.html")
     gc.freeze()
+
+
+def _check_blob_store(server):
+    """Refuse to serve from a blob directory that is not this database's store (a second
+    machine with a data directory of its own): it would take every blob it lacks for lost
+    (blobs/identity.py). A database not answering yet is no reason to refuse: the check
+    before anything is marked lost still holds then."""
+    import sys
+
+    from django.db import DatabaseError, connections
+
+    from blobs.identity import WrongBlobDirectory, check_store
+
+    try:
+        check_store()
+    except WrongBlobDirectory as exc:
+        server.log.error("cacheweb refuses to start: %s", exc)
+        sys.exit(3)
+    except DatabaseError as exc:
+        server.log.warning("blob store identity not checked at start, the database did not answer: %s", exc)
+    finally:
+        # Not one connection shared by the workers forked next.
+        connections.close_all()

@@ -16,7 +16,8 @@ from activity.selectors import RANGES
 from blobs.services import delete_blob
 from blobs.storage import StoreUnavailable
 from dashboard import queries
-from mounts.models import CacheMount
+from mounts.forms import MountPolicyForm, MountSettingsForm
+from mounts.models import CacheMount, MountPolicy
 from mounts.services import evict_mount as evict_mount_snapshots
 from records import steps
 
@@ -151,22 +152,40 @@ def _evicted_blob_message(blob):
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def mounts(request, slug):
-    org = organization_for(request.user, slug)
+    """The mounts, and the organization's mount policy (POST: maintainers change it)."""
+    org = organization_for(request.user, slug, maintain=request.method == "POST")
+    policy = MountPolicy.for_organization(org)
+    form = MountPolicyForm(request.POST if request.method == "POST" else None, instance=policy)
+    if form.is_valid():
+        form.save()
+        messages.success(request, "The mount policy was saved; engines follow it at their next start.")
+        return redirect("cache-mounts", org.slug)
     page = Paginator(queries.mount_listing(org), PER_PAGE).get_page(request.GET.get("page"))
-    page.object_list = queries.with_current_snapshots(org, page.object_list)
-    return render(request, "dashboard/mounts.html", _context(request, org, "mounts", page=page, page_query=""))
+    page.object_list = queries.with_current_snapshots(org, page.object_list, policy)
+    return render(
+        request, "dashboard/mounts.html",
+        _context(request, org, "mounts", page=page, page_query="", policy=policy, form=form),
+    )
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def mount(request, slug, pk):
-    org = organization_for(request.user, slug)
+    """A mount with its snapshots, and its switch and size limit (POST: maintainers)."""
+    org = organization_for(request.user, slug, maintain=request.method == "POST")
     cache_mount = get_object_or_404(CacheMount, organization=org, pk=pk)
+    form = MountSettingsForm(request.POST if request.method == "POST" else None, instance=cache_mount)
+    if form.is_valid():
+        form.save()
+        messages.success(request, f"The settings of {cache_mount.name} were saved.")
+        return redirect("cache-mount", org.slug, cache_mount.pk)
     current, snapshots = queries.mount_snapshots(cache_mount)
     return render(
         request,
         "dashboard/mount.html",
-        _context(request, org, "mounts", mount=cache_mount, current=current, snapshots=snapshots),
+        _context(request, org, "mounts", mount=cache_mount, current=current, snapshots=snapshots, form=form),
     )
 
 

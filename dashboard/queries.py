@@ -180,13 +180,14 @@ def mount_listing(organization):
     )
 
 
-def with_current_snapshots(organization, mounts):
+def with_current_snapshots(organization, mounts, policy=None):
     """The listed mounts as a list, each given .current (its current snapshot with its
-    engine, contents left unread, or None) and .synced (whether engines sync it now)."""
+    engine, contents left unread, or None) and .synced (whether engines sync it now, under
+    `policy`, the organization's MountPolicy, read when not given)."""
     mounts = list(mounts)
     ids = {m.current_snapshot_id for m in mounts} - {None}
     snapshots = MountSnapshot.objects.order_by().select_related("engine").defer("contents").in_bulk(ids)
-    policy = MountPolicy.for_organization(organization)
+    policy = policy or MountPolicy.for_organization(organization)
     for mount in mounts:
         mount.current = snapshots.get(mount.current_snapshot_id)
         mount.synced = mount.is_synced(policy)

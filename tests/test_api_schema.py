@@ -19,6 +19,7 @@ PATHS = [
     "/api/v1/orgs/{slug}/mounts/",
     "/api/v1/orgs/{slug}/mounts/{id}/",
     "/api/v1/orgs/{slug}/mounts/{id}/evict/",
+    "/api/v1/orgs/{slug}/mount-policy/",
     "/api/v1/orgs/{slug}/engines/",
     "/api/v1/orgs/{slug}/engines/{id}/",
     "/api/v1/orgs/{slug}/activity/",
