@@ -17,7 +17,7 @@ MAX_BYTES = 2**63 - 1
 TEXT, BYTES, LINES = "a string", "a whole number of bytes, or null", "a list of strings"
 
 
-def patch_form(form_class, instance, data, kinds, to_form=None):
+def patch_form(form_class, instance, data, kinds, actor, to_form=None):
     """`form_class` bound to `instance` with the fields of a PATCH body; the fields not
     given keep their values. JSON types a form would coerce (true or "10" for a byte
     count) are refused here, before it, naming the field; then the form decides."""
@@ -40,7 +40,7 @@ def patch_form(form_class, instance, data, kinds, to_form=None):
     form = form_class(bound, instance=instance)
     if not form.is_valid():
         raise exceptions.ValidationError({name: " ".join(errs) for name, errs in form.errors.items()})
-    return form.save()
+    return form.save_by(actor)
 
 
 # ---- a mount's switch and size limit ---------------------------------------------------
@@ -71,7 +71,7 @@ class MountDetail(views.MountDetail):
         mount = CacheMount.objects.filter(organization=org, pk=pk).first()
         if mount is None:
             raise exceptions.NotFound("no such cache mount")
-        patch_form(MountSettingsForm, mount, request.data, {"switch": TEXT, "size_limit": BYTES})
+        patch_form(MountSettingsForm, mount, request.data, {"switch": TEXT, "size_limit": BYTES}, request.user)
         return self.get(request, slug, pk)
 
 
@@ -125,6 +125,6 @@ class MountPolicyDetail(OperatorView):
         org = self.organization(slug, maintain=True)
         policy = patch_form(
             MountPolicyForm, MountPolicy.for_organization(org), request.data,
-            {"mode": TEXT, "patterns": LINES, "size_limit": BYTES}, to_form=_patterns_as_text,
+            {"mode": TEXT, "patterns": LINES, "size_limit": BYTES}, request.user, to_form=_patterns_as_text,
         )
         return Response(MountPolicySerializer(policy).data)

@@ -90,7 +90,7 @@ def prune(now=None):
     return deleted
 
 
-def record_form_changes(organization, actor, action, form, target=""):
+def record_form_changes(organization, actor, action, form, target="", subject=""):
     """Audit what a bound, saved ModelForm changed: {field: {"from", "to"}}; nothing when
     nothing changed."""
     changed = {
@@ -102,8 +102,12 @@ def record_form_changes(organization, actor, action, form, target=""):
     if not changed:
         return None
     words = ", ".join(f"{name} {c['from']!r} → {c['to']!r}" for name, c in changed.items())
+    if subject:
+        words = f"{subject}: {words}"
     return record(organization, actor, action, target=target or words, details={"changed": changed})
 
 
 def _plain(value):
-    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+    if isinstance(value, str):
+        return str(value)  # a choice (TextChoices member) as its plain value
+    return value if value is None or isinstance(value, (bool, int, float)) else str(value)

@@ -159,7 +159,7 @@ def mounts(request, slug):
     policy = MountPolicy.for_organization(org)
     form = MountPolicyForm(request.POST if request.method == "POST" else None, instance=policy)
     if form.is_valid():
-        form.save()
+        form.save_by(request.user)
         messages.success(request, "The mount policy was saved; engines follow it at their next start.")
         return redirect("cache-mounts", org.slug)
     page = Paginator(queries.mount_listing(org), PER_PAGE).get_page(request.GET.get("page"))
@@ -178,7 +178,7 @@ def mount(request, slug, pk):
     cache_mount = get_object_or_404(CacheMount, organization=org, pk=pk)
     form = MountSettingsForm(request.POST if request.method == "POST" else None, instance=cache_mount)
     if form.is_valid():
-        form.save()
+        form.save_by(request.user)
         messages.success(request, f"The settings of {cache_mount.name} were saved.")
         return redirect("cache-mount", org.slug, cache_mount.pk)
     current, snapshots = queries.mount_snapshots(cache_mount)

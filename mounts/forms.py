@@ -4,13 +4,26 @@ so a value is accepted or refused with the same message in both."""
 
 from django import forms
 
+from audit import services as audit
+from audit.models import Action
 from mounts.models import CacheMount, MountPolicy
 
 MAX_PATTERNS = 100
 MAX_PATTERN_LENGTH = 255
 
 
-class MountPolicyForm(forms.ModelForm):
+class AuditedSettingsForm(forms.ModelForm):
+    def save_by(self, actor):
+        """Save, and audit what changed as `actor` (a user, or audit.services.command)."""
+        saved = self.save()
+        audit.record_form_changes(saved.organization, actor, Action.SETTINGS_CHANGED, self, subject=self.subject())
+        return saved
+
+
+class MountPolicyForm(AuditedSettingsForm):
+    def subject(self):
+        return "mount policy"
+
     class Meta:
         model = MountPolicy
         fields = ["mode", "patterns", "size_limit"]
@@ -32,7 +45,10 @@ class MountPolicyForm(forms.ModelForm):
         return cleaned
 
 
-class MountSettingsForm(forms.ModelForm):
+class MountSettingsForm(AuditedSettingsForm):
+    def subject(self):
+        return f"mount {self.instance.name!r}"
+
     class Meta:
         model = CacheMount
         fields = ["switch", "size_limit"]

@@ -191,3 +191,19 @@ def test_the_dashboard_saves_both_for_maintainers_only(client, operators, org, m
     assert mounts["go"].switch == MountSwitch.OFF
     assert MountPolicy.objects.get(organization=org).pattern_list() == ["go-*", "npm*"]
     assert synced_names(org) == ["npm cache"]
+
+
+def test_mount_settings_are_audited_once_per_change_from_the_api_and_the_dashboard(client, as_, operators, org, mounts):
+    from audit.models import Action, AuditEntry
+
+    patch(client, url(mounts["go"]), {"switch": "off"}, as_("maintainer"))
+    patch(client, url(mounts["go"]), {"switch": "off"}, as_("maintainer"))  # no change: no entry
+    patch(client, POLICY, {"mode": "patterns", "patterns": ["go-*"]}, as_("maintainer"))
+    client.force_login(operators["maintainer"])
+    client.post(f"/orgs/acme/cache/mounts/{mounts['npm'].pk}/", {"switch": "on", "size_limit": "5"})
+    entries = list(AuditEntry.objects.filter(organization=org).order_by("pk"))
+    assert [(e.action, e.user_id, e.target) for e in entries] == [
+        (Action.SETTINGS_CHANGED, operators["maintainer"].pk, "mount 'go-mod': switch 'policy' → 'off'"),
+        (Action.SETTINGS_CHANGED, operators["maintainer"].pk, "mount policy: mode 'all' → 'patterns', patterns '' → 'go-*'"),
+        (Action.SETTINGS_CHANGED, operators["maintainer"].pk, "mount 'npm cache': switch 'policy' → 'on', size_limit None → 5"),
+    ]
