@@ -203,6 +203,9 @@ class EngineActivity:
     bytes_up: int = 0
     bytes_down: int = 0
     shared_steps: int = 0
+    # "hour", or "day" once the hours it happened in were rolled up into days.
+    last_import_period: str = HOUR
+    last_export_period: str = HOUR
 
 
 ENGINE_ACTIVITY_FIELDS = ("last_import", "last_export", "bytes_up", "bytes_down", "shared_steps")
@@ -226,23 +229,38 @@ def engine_activity(organization, engine_refs=None):
         rows.exclude(engine_ref=0)
         .values("engine_ref")
         .annotate(
-            last_import=Max("start", filter=Q(name=Signal.IMPORTS, value__gt=0)),
-            last_export=Max("start", filter=Q(name=Signal.EXPORTS_DELIVERED, value__gt=0)),
+            last_import_hour=Max("start", filter=Q(name=Signal.IMPORTS, value__gt=0, period=Period.HOUR)),
+            last_import_day=Max("start", filter=Q(name=Signal.IMPORTS, value__gt=0, period=Period.DAY)),
+            last_export_hour=Max("start", filter=Q(name=Signal.EXPORTS_DELIVERED, value__gt=0, period=Period.HOUR)),
+            last_export_day=Max("start", filter=Q(name=Signal.EXPORTS_DELIVERED, value__gt=0, period=Period.DAY)),
             bytes_up=_sum_of("bytes_up"),
             bytes_down=_sum_of("bytes_down"),
             shared_steps=_sum_of("shared_steps"),
         )
     )
-    return {
-        row["engine_ref"]: EngineActivity(
-            last_import=_aware(row["last_import"]),
-            last_export=_aware(row["last_export"]),
+    found = {}
+    for row in grouped:
+        last_import, import_period = _latest(row, "last_import")
+        last_export, export_period = _latest(row, "last_export")
+        found[row["engine_ref"]] = EngineActivity(
+            last_import=last_import,
+            last_export=last_export,
             bytes_up=row["bytes_up"] or 0,
             bytes_down=row["bytes_down"] or 0,
             shared_steps=row["shared_steps"] or 0,
+            last_import_period=import_period,
+            last_export_period=export_period,
         )
-        for row in grouped
-    }
+    return found
+
+
+def _latest(row, name):
+    """(start, period) of the latest hour, or of the latest day when every hour it
+    happened in has been rolled up (hours are always newer than the days they became)."""
+    hour, day = _aware(row[name + "_hour"]), _aware(row[name + "_day"])
+    if hour is not None or day is None:
+        return hour, HOUR
+    return day, DAY
 
 
 def _aware(value):

@@ -134,6 +134,18 @@ def test_engine_summaries_in_one_query(org, engines, django_assert_num_queries):
     assert set(selectors.engine_activity(org, [laptop.pk])) == {laptop.pk}
 
 
+def test_an_export_known_only_from_a_rolled_up_day_is_dated_by_its_day(org, engines):
+    from activity.models import Period
+    from tests.activity_rows import add
+
+    builder, laptop = engines
+    add(org, "exports_delivered", 2, TODAY - timedelta(days=30), laptop, period=Period.DAY)
+    add(org, "imports", 1, TODAY - timedelta(days=30), builder, period=Period.DAY)  # older than its hours
+    found = selectors.engine_activity(org)
+    assert (found[laptop.pk].last_export, found[laptop.pk].last_export_period) == (TODAY - timedelta(days=30), "day")
+    assert (found[builder.pk].last_import, found[builder.pk].last_import_period) == (HOUR - timedelta(hours=3), "hour")
+
+
 def test_other_organizations_are_not_counted(org, other_org, engines):
     known_activity(other_org)
     win = selectors.window("24h", now=NOW)
