@@ -14,6 +14,10 @@ app.conf.beat_schedule = {
     "mounts-sweep-pending": {"task": "mounts.sweep_pending_snapshots", "schedule": 600.0},
     # Upload temp files left by workers killed mid-upload.
     "blobs-sweep-partial": {"task": "blobs.tasks.sweep_partial_uploads", "schedule": 3600.0},
+    # Hourly activity rows older than CACHEWEB_ACTIVITY_DAYS become day rows.
+    "activity-roll-up": {"task": "activity.roll_up", "schedule": 3600.0},
+    # What each organization stores, for the storage-over-time charts.
+    "activity-storage-samples": {"task": "activity.storage_samples", "schedule": 3600.0},
 }
 
 

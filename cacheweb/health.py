@@ -62,13 +62,27 @@ def worker_state():
 CHECKS = {"database": check_database, "storage": check_storage, "broker": check_broker}
 
 
+# What a request shows to be let see operational details (/healthz's, /metrics).
+ALLOWED, ANONYMOUS, REFUSED = "allowed", "anonymous", "refused"
+
+
+def operator_access(request):
+    """ALLOWED for a superuser's session or the right CACHEWEB_METRICS_TOKEN as a bearer
+    token; REFUSED for another token or a session of someone else; ANONYMOUS for neither."""
+    if request.user.is_authenticated and request.user.is_superuser:
+        return ALLOWED
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        wanted = settings.METRICS_TOKEN
+        if wanted and hmac.compare_digest(value.strip().encode(), wanted.encode()):
+            return ALLOWED
+        return REFUSED
+    return REFUSED if request.user.is_authenticated else ANONYMOUS
+
+
 def may_see_details(request):
     """Superusers and the metrics token see what each part says; others whether it is ok."""
-    if request.user.is_authenticated and request.user.is_superuser:
-        return True
-    wanted = settings.METRICS_TOKEN
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return bool(wanted) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), wanted.encode())
+    return operator_access(request) == ALLOWED
 
 
 @require_GET
