@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 import pytest
+from django.db import connection
 from django.db.models import Sum
 
 from accounts.models import Engine, EngineToken
@@ -391,3 +392,37 @@ def test_metrics_values_are_the_activity_sums_and_current_storage(client, org, o
     assert values[f'{hist}_count{{org="acme",endpoint="records"}}'] == "4"
     assert values[f'{hist}_sum{{org="acme",endpoint="records"}}'] == "31.5"
     assert not any(re.search(r"[^\x20-\x7e]", line) for line in values)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_roll_ups_running_at_once_count_each_hour_once(settings):
+    from accounts.models import Organization
+
+    settings.ACTIVITY_DAYS = 10
+    org = Organization.ensure("acme")
+    old = (NOW - timedelta(days=40)).replace(hour=0, minute=0)
+    for day in range(5):
+        for hour in range(0, 24, 3):
+            record(org.id, {"records_posts": 1, "served_bytes": 100}, engine_ref=day % 2,
+                   at=old + timedelta(days=day, hours=hour))
+    record(org.id, {"records_posts": 1}, at=NOW)
+    rolled, errors = [], []
+    start = threading.Barrier(3)
+
+    def roll():
+        try:
+            start.wait(10)
+            rolled.append(activity_services.roll_up(now=NOW))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=roll) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == [] and sorted(rolled) == [0, 0, 5 * 8 * 2]
+    assert totals(org) == {"records_posts": 5 * 8 + 1, "served_bytes": 5 * 8 * 100}
+    assert Activity.objects.filter(organization=org, period=Period.DAY).count() == 5 * 2
