@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max
 from django.utils import timezone
 
 from accounts.models import Engine
@@ -103,20 +103,7 @@ def shared_steps(token, engine_ref, record_ids):
     a result exported with another token counts as another engine's."""
     if not record_ids:
         return 0
-    other_token = ~Q(token_id=token.pk) if token is not None else Q()
-    if engine_ref:
-        other = (Q(engine__isnull=False) & ~Q(engine_id=engine_ref)) | (Q(engine__isnull=True) & other_token)
-    else:
-        other = other_token
-    shared = 0
-    for chunk in batched(record_ids):
-        shared += (
-            Result.objects.filter(other, record_id__in=chunk, complete=True)
-            .values("record_id")
-            .distinct()
-            .count()
-        )
-    return shared
+    return bulk.results_exported_by_others(record_ids, engine_ref, token.pk if token is not None else None)
 
 
 def _store_records(organization, graph, now):
