@@ -426,3 +426,9 @@ def test_roll_ups_running_at_once_count_each_hour_once(settings):
     assert errors == [] and sorted(rolled) == [0, 0, 5 * 8 * 2]
     assert totals(org) == {"records_posts": 5 * 8 + 1, "served_bytes": 5 * 8 * 100}
     assert Activity.objects.filter(organization=org, period=Period.DAY).count() == 5 * 2
+
+
+def test_a_read_only_tokens_records_post_is_counted_but_its_keys_are_not_read(client, org, ro_token, commit):
+    with commit():
+        assert post_records(client, ro_token, [key(IMAGE, result("ref-1"))], []).json() == {"ExportRecords": []}
+    assert counts(org) == {"records_posts": 1}
