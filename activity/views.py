@@ -12,7 +12,9 @@ def metrics(request):
     """Prometheus metrics: for the CACHEWEB_METRICS_TOKEN bearer token or a superuser."""
     access = operator_access(request)
     if access == ANONYMOUS:
-        response = HttpResponse("metrics need a bearer token or a superuser's session\n", status=401, content_type="text/plain")
+        response = HttpResponse(
+            "metrics need a bearer token or a superuser's session\n", status=401, content_type="text/plain"
+        )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     if access != ALLOWED:
