@@ -1,6 +1,7 @@
 from rest_framework import exceptions
 
 from accounts.models import Engine
+from activity import attribution
 from cacheweb.engine_api import EngineAPIView, ok
 
 MAX_ENGINE_ID = 255
@@ -18,12 +19,14 @@ class ConfigView(EngineAPIView):
             raise exceptions.ParseError("EngineID must not contain NUL characters")
         if len(engine_id) > MAX_ENGINE_ID:
             raise exceptions.ParseError(f"EngineID is longer than {MAX_ENGINE_ID} characters")
-        self.engine_id = engine_id
         if engine_id:
-            Engine.seen(
+            remote_addr = request.META.get("REMOTE_ADDR") or None
+            engine = Engine.seen(
                 request.auth,
                 engine_id,
-                remote_addr=request.META.get("REMOTE_ADDR") or None,
+                remote_addr=remote_addr,
                 user_agent=request.META.get("HTTP_USER_AGENT", ""),
             )
+            attribution.remember(request.auth, remote_addr, engine)
+            self.engine = attribution.Guess(engine.pk, engine.engine_id)
         return ok(self.org.engine_config())

@@ -33,6 +33,10 @@ class Signal(models.TextChoices):
     MOUNT_SKIPS = "mount_skips", "mount uploads skipped"  # label: the skip reason
     EVICTIONS = "evictions", "evictions"  # label: user, policy or engine
     EVICTED_BYTES = "evicted_bytes", "bytes evicted"  # label: user, policy or engine
+    # The engine request latency histogram: label "<endpoint> <bucket upper bound>", one
+    # per request in its bucket (not cumulative); and the seconds, in microseconds.
+    ENGINE_REQUESTS = "engine_requests", "engine requests by latency"
+    ENGINE_REQUEST_MICROSECONDS = "engine_request_us", "engine request time (µs)"
 
 
 class Period(models.TextChoices):

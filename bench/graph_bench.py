@@ -198,7 +198,7 @@ def main():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(b"\0" * 1000)
         started = time.monotonic()
-        answer = services.update_layers(org, token_row, {"UpdatedRecords": updated})
+        answer, _ = services.update_layers(org, token_row, {"UpdatedRecords": updated})
         print(f"(setup) {len(answer['Accepted'])} results attached in {time.monotonic() - started:.1f} s")
 
         steady, asked = post_records()

@@ -49,12 +49,20 @@ def parse_range(header, size):
 class _Window:
     """`length` bytes of an open file from `start`. read() stops at the window's end;
     fileno() lets gunicorn sendfile from the file's current offset for exactly
-    Content-Length bytes, so the bytes never pass through Python."""
+    Content-Length bytes, so the bytes never pass through Python.
 
-    def __init__(self, file, start, length):
+    on_sent(n) is called once, at close, with the bytes that left: those read, or, after
+    a sendfile, those socket.sendfile says it sent (it seeks the file to the offset it
+    reached, also when the client went away midway)."""
+
+    def __init__(self, file, start, length, on_sent=None):
         file.seek(start)
         self._file = file
+        self._start = start
+        self._length = length
         self._left = length
+        self._reached = start
+        self._on_sent = on_sent
 
     def read(self, size=-1):
         if self._left <= 0:
@@ -64,17 +72,34 @@ class _Window:
         self._left -= len(data)
         return data
 
+    def seekable(self):
+        # seek() is only there for socket.sendfile to report how far it got; Django's
+        # FileResponse would otherwise read a seekable file through to measure it.
+        return False
+
+    def seek(self, offset, whence=0):
+        position = self._file.seek(offset, whence)
+        self._reached = max(self._reached, position)
+        return position
+
     def fileno(self):
         return self._file.fileno()
 
+    def sent(self):
+        return min(self._length, max(self._length - self._left, self._reached - self._start))
+
     def close(self):
         self._file.close()
+        on_sent, self._on_sent = self._on_sent, None
+        if on_sent is not None:
+            on_sent(self.sent())
 
 
-def blob_response(file, size, range_header, method, etag, if_range=None):
+def blob_response(file, size, range_header, method, etag, if_range=None, on_sent=None):
     """The response to GET or HEAD of an open blob file of `size` bytes. With If-Range,
     the Range is honoured only when it names this ETag (a blob has no Last-Modified,
-    so a date never matches): a client resuming another object gets all of this one."""
+    so a date never matches): a client resuming another object gets all of this one.
+    on_sent(bytes) is called when a GET's body is done with (see _Window)."""
     if if_range is not None and if_range.strip() != etag:
         range_header = None
     try:
@@ -92,7 +117,7 @@ def blob_response(file, size, range_header, method, etag, if_range=None):
         file.close()
         response = HttpResponse(status=206 if window else 200, content_type="application/octet-stream")
     else:
-        response = FileResponse(_Window(file, first, length), content_type="application/octet-stream")
+        response = FileResponse(_Window(file, first, length, on_sent), content_type="application/octet-stream")
         response.block_size = BLOCK_SIZE
         if window:
             response.status_code = 206

@@ -145,26 +145,38 @@ def upload_answer(request, organization, digest, size=None):
     Skip is true only when this organization holds the verified blob (with S3, a pending
     blob whose object turns out to be there, right, is confirmed first). Then URL is ""
     and Headers empty. Otherwise as upload_target."""
+    return upload_decision(request, organization, digest, size)[0]
+
+
+def upload_decision(request, organization, digest, size=None):
+    """(upload_answer's answer, the held blob's size when the answer is Skip, else None)."""
     validate_digest(digest)
     _validate_size(size)
-    if _held(organization, digest, size):
-        return {"URL": "", "Headers": {}, "Skip": True}
-    return {**upload_target(request, organization, digest, size), "Skip": False}
+    held = _held_size(organization, digest, size)
+    if held is not None:
+        return {"URL": "", "Headers": {}, "Skip": True}, held
+    return {**upload_target(request, organization, digest, size), "Skip": False}, None
 
 
 def _held(organization, digest, size=None):
+    return _held_size(organization, digest, size) is not None
+
+
+def _held_size(organization, digest, size=None):
+    """The size of this organization's blob `digest` when it holds it (of `size`, when
+    given), else None."""
     row = Blob.objects.filter(organization=organization, digest=digest).values_list("state", "size").first()
     if row is None:
-        return False
+        return None
     state, known_size = row
     store = get_store()
     if state == BlobState.VERIFIED:
         if store.kind == "filesystem" and not _file_intact(store, organization, digest, known_size):
-            return False
-        return size is None or known_size == size
-    if store.kind == "s3":
-        return confirm_s3_blob(organization, digest, expected_size=size)
-    return False
+            return None
+        return known_size if size is None or known_size == size else None
+    if store.kind == "s3" and confirm_s3_blob(organization, digest, expected_size=size):
+        return Blob.objects.filter(organization=organization, digest=digest).values_list("size", flat=True).first()
+    return None
 
 
 def _file_intact(store, organization, digest, known_size):

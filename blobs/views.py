@@ -2,6 +2,7 @@
 
 import logging
 import time
+from functools import partial
 
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -11,6 +12,8 @@ from blobs import services, signing
 from blobs.body import open_body
 from blobs.ranges import blob_response
 from blobs.storage import UploadRejected
+from activity import recording
+from activity.models import Signal
 from cacheweb.engine_api import EngineAPIView, ok
 
 log = logging.getLogger("cacheweb.blobs")
@@ -29,7 +32,11 @@ class LayerUploadURLView(EngineAPIView):
 
     def get(self, request):
         digest = _digest(self.body(request))
-        return ok(services.upload_answer(request, self.org, digest))
+        answer, held_size = services.upload_decision(request, self.org, digest)
+        if answer["Skip"]:
+            self.count(Signal.UPLOAD_SKIPS)
+            self.count(Signal.UPLOAD_SKIPPED_BYTES, held_size or 0)
+        return ok(answer)
 
 
 class LayerDownloadURLView(EngineAPIView):
@@ -38,9 +45,11 @@ class LayerDownloadURLView(EngineAPIView):
     def get(self, request):
         digest = _digest(self.body(request))
         try:
-            return ok({"URL": services.download_url(request, self.org, digest)})
+            url = services.download_url(request, self.org, digest)
         except services.BlobNotFound:
             raise exceptions.NotFound(f"this organization holds no blob {digest}") from None
+        self.count(Signal.DOWNLOAD_URLS)
+        return ok({"URL": url})
 
 
 def _error(status, message):
@@ -68,8 +77,20 @@ def blob_data(request, org_id, digest):
     except services.BlobNotFound as exc:
         return _error(404, str(exc))
     return blob_response(
-        file, size, request.headers.get("Range"), request.method, f'"{digest}"', request.headers.get("If-Range")
+        file,
+        size,
+        request.headers.get("Range"),
+        request.method,
+        f'"{digest}"',
+        request.headers.get("If-Range"),
+        on_sent=partial(_count_served, int(org_id)),
     )
+
+
+def _count_served(organization_id, sent):
+    # Signed URLs name no engine: served bytes count for the organization only.
+    if sent:
+        recording.record(organization_id, {Signal.SERVED_BYTES: sent})
 
 
 def _put(request, org_id, digest, bound_size):

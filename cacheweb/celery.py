@@ -58,6 +58,10 @@ app.conf.beat_schedule = {
     "blobs-sweep-partial": {"task": "blobs.tasks.sweep_partial_uploads", "schedule": 3600.0},
     # Audit entries and lifecycle pass records older than CACHEWEB_AUDIT_DAYS.
     "audit-prune": {"task": "audit.prune", "schedule": 86400.0},
+    # Hourly activity rows older than CACHEWEB_ACTIVITY_DAYS become day rows.
+    "activity-roll-up": {"task": "activity.roll_up", "schedule": 3600.0},
+    # What each organization stores, for the storage-over-time charts.
+    "activity-storage-samples": {"task": "activity.storage_samples", "schedule": 3600.0},
 }
 
 

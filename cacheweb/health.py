@@ -85,18 +85,33 @@ def worker_state():
 CHECKS = {"database": check_database, "storage": check_storage, "broker": check_broker}
 
 
+# What a request shows to be let see operational details (/healthz's, /metrics).
+ALLOWED, ANONYMOUS, REFUSED = "allowed", "anonymous", "refused"
+
+
+def operator_access(request, database_ok=True):
+    """ALLOWED for the right CACHEWEB_METRICS_TOKEN as a bearer token or a superuser's
+    session; REFUSED for another token or a session of someone else; ANONYMOUS for
+    neither. The token is checked first: it needs no database, the session does."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        wanted = settings.METRICS_TOKEN
+        if wanted and hmac.compare_digest(value.strip().encode(), wanted.encode()):
+            return ALLOWED
+        return REFUSED
+    if not database_ok:  # no session to read, and no reason to wait for it again
+        return ANONYMOUS
+    try:
+        if request.user.is_authenticated:
+            return ALLOWED if request.user.is_superuser else REFUSED
+    except DATABASE_ERRORS:  # the session is in the database, which /healthz reports on
+        return ANONYMOUS
+    return ANONYMOUS
+
+
 def may_see_details(request, database_ok=True):
     """Superusers and the metrics token see what each part says; others whether it is ok."""
-    wanted = settings.METRICS_TOKEN
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if bool(wanted) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), wanted.encode()):
-        return True
-    if not database_ok:  # no session to read, and no reason to wait for it again
-        return False
-    try:
-        return request.user.is_authenticated and request.user.is_superuser
-    except DATABASE_ERRORS:  # the session is in the database, which this reports on
-        return False
+    return operator_access(request, database_ok) == ALLOWED
 
 
 @require_GET

@@ -428,6 +428,10 @@ EXPORT_RECORDS_MAX = env_int("CACHEWEB_EXPORT_RECORDS_MAX", 500, minimum=1)
 # organization's export timeout has passed, or after this many seconds if longer.
 EXPORT_RETRY_AFTER = env_int("CACHEWEB_EXPORT_RETRY_AFTER", 0, minimum=0)
 
+# activity
+# Days hourly activity rows are kept; older hours are rolled up into day rows (sums kept).
+ACTIVITY_DAYS = env_int("CACHEWEB_ACTIVITY_DAYS", 90, minimum=1)
+
 # retention
 # Seconds between storage lifecycle passes (Celery beat); `manage.py gc` runs one now.
 GC_INTERVAL = env_int("CACHEWEB_GC_INTERVAL", 3600, minimum=60)

@@ -6,6 +6,7 @@ from django.urls import include, path
 from django.views import defaults
 
 from accounts.throttle import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
+from activity.views import metrics
 from cacheweb.dependencies import response_for_current_exception
 from cacheweb.health import healthz
 
@@ -30,6 +31,7 @@ engine_api = [
 urlpatterns = [
     path("magicache/", include(engine_api)),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("favicon.ico", favicon),
     path("api/v1/", include("api.urls")),
     path("blobs/", include("blobs.data_urls")),

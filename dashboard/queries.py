@@ -73,6 +73,39 @@ def totals(organization):
     )
 
 
+@dataclass(frozen=True)
+class StoredBytes:
+    layer: int
+    mount: int
+    unreferenced: int
+
+
+def stored_bytes(organization, totals_row=None):
+    """What the organization stores, by kind: verified blobs that are layers of the cache
+    graph; live mount snapshots (totals' live_snapshot_bytes); and verified blobs neither
+    names (nor an unreleased snapshot still waiting for them), which the storage
+    lifecycle deletes once their grace period is over. A blob that is both a layer and a
+    snapshot counts in both."""
+    totals_row = totals_row or totals(organization)
+    in_layer = Exists(Layer.objects.filter(organization=organization, digest=OuterRef("digest")))
+    in_mount = Exists(
+        MountSnapshot.objects.filter(
+            mount__organization=organization, digest=OuterRef("digest"), released_at__isnull=True
+        ).exclude(state=SnapshotState.FAILED)
+    )
+    sums = (
+        Blob.objects.filter(organization=organization, state=BlobState.VERIFIED)
+        .annotate(in_layer=in_layer, in_mount=in_mount)
+        .aggregate(
+            layer=Sum("size", filter=Q(in_layer=True)),
+            unreferenced=Sum("size", filter=Q(in_layer=False, in_mount=False)),
+        )
+    )
+    return StoredBytes(
+        layer=sums["layer"] or 0, mount=totals_row.live_snapshot_bytes, unreferenced=sums["unreferenced"] or 0
+    )
+
+
 def blob_ordering(sort):
     """(the sort in effect, ORDER BY terms) for a ?sort= value such as 'size' or
     '-last_used'; anything else means the default."""

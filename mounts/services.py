@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from accounts.models import Engine
+from activity import attribution
 from audit import services as audit
 from audit.models import Action
 from blobs import contents
@@ -192,8 +192,17 @@ def skip_reason(mount, policy, offer):
     return SkipReason.NONE
 
 
-def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
-    """Answer an engine offering a new snapshot of a mount: {"URL", "Headers", "Skip"}."""
+# Skips that are no SkipReason of the mount (activity counters label skips with these).
+NOT_RECORDED = "not-recorded"
+ALREADY_HELD = "already-held"
+
+
+def offer_upload(request, token, offer, remote_addr=None, user_agent="", engine=None):
+    """Answer an engine offering a new snapshot of a mount.
+
+    Returns ({"URL", "Headers", "Skip"}, why it was skipped: a SkipReason, NOT_RECORDED or
+    ALREADY_HELD; "" when an upload URL was given). `engine`: activity.attribution's
+    guess of the engine offering, when the caller has one (else guessed here)."""
     organization = token.organization
     now = timezone.now()
     # A read-only token may not write, and that includes growing the mount list: every
@@ -202,21 +211,23 @@ def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
     mount = _record_mount(organization, offer.name, create=not token.read_only, now=now)
     if mount is None:
         _log_offer(organization, offer, "not recorded (read-only token or mount count cap)")
-        return dict(SKIP)
+        return dict(SKIP), NOT_RECORDED
     if token.read_only:
         _note_skip(mount, SkipReason.READ_ONLY)
         _log_offer(organization, offer, SkipReason.READ_ONLY)
-        return dict(SKIP)
+        return dict(SKIP), SkipReason.READ_ONLY
     policy = MountPolicy.for_organization(organization)
     reason = skip_reason(mount, policy, offer)
     if reason:
         _note_skip(mount, reason, synced_at=now if reason == SkipReason.UNCHANGED else None)
         _log_offer(organization, offer, reason)
-        return dict(SKIP)
+        return dict(SKIP), reason
 
+    if engine is None:
+        engine = attribution.guess(token, remote_addr)
     uploader = {
         "token": token,
-        "engine": _likely_engine(token, remote_addr),
+        "engine_id": engine.pk if engine else None,
         "remote_addr": remote_addr,
         "user_agent": (user_agent or "")[:500],
     }
@@ -227,7 +238,7 @@ def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
             snapshot = _pending_snapshot(mount, offer, expires_at=None, **uploader)
             commit_snapshot(snapshot.pk)
         _log_offer(organization, offer, "already held")
-        return dict(SKIP)
+        return dict(SKIP), ALREADY_HELD
 
     target = blobs.upload_target(request, organization, offer.digest, offer.size)
     expires_at = now + timedelta(seconds=settings.BLOB_URL_LIFETIME)
@@ -236,7 +247,7 @@ def offer_upload(request, token, offer, remote_addr=None, user_agent=""):
         CacheMount.objects.filter(pk=mount.pk).update(last_skip_reason=SkipReason.NONE)
         _queue_confirmation(snapshot.pk, expires_at)
     _log_offer(organization, offer, "upload")
-    return {"URL": target["URL"], "Headers": target["Headers"], "Skip": False}
+    return {"URL": target["URL"], "Headers": target["Headers"], "Skip": False}, ""
 
 
 def _log_offer(organization, offer, decision):
@@ -246,17 +257,6 @@ def _log_offer(organization, offer, decision):
     )
 
 
-def _likely_engine(token, remote_addr):
-    """The engine behind an upload offer, when the evidence is unambiguous: the offer
-    names none, but an engine calls /config at start with its id, token and address."""
-    if not remote_addr:
-        return None
-    candidates = list(
-        Engine.objects.filter(organization_id=token.organization_id, last_token=token, remote_addr=remote_addr)[:2]
-    )
-    return candidates[0] if len(candidates) == 1 else None
-
-
 def _note_skip(mount, reason, synced_at=None):
     fields = {"last_skip_reason": reason}
     if synced_at is not None:
@@ -264,7 +264,7 @@ def _note_skip(mount, reason, synced_at=None):
     CacheMount.objects.filter(pk=mount.pk).update(**fields)
 
 
-def _pending_snapshot(mount, offer, expires_at, token, engine, remote_addr, user_agent):
+def _pending_snapshot(mount, offer, expires_at, token, engine_id, remote_addr, user_agent):
     """The pending snapshot of `mount` for this digest, created or refreshed (an engine
     retrying gets a new URL, so the snapshot waits for the later expiry)."""
     fields = {
@@ -272,7 +272,7 @@ def _pending_snapshot(mount, offer, expires_at, token, engine, remote_addr, user
         "media_type": SNAPSHOT_MEDIA_TYPE,
         "expires_at": expires_at,
         "token": token,
-        "engine": engine,
+        "engine_id": engine_id,
         "remote_addr": remote_addr,
         "user_agent": user_agent,
     }

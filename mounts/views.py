@@ -1,5 +1,7 @@
 from rest_framework import exceptions
 
+from activity.models import Signal
+
 from cacheweb.engine_api import EngineAPIView, ok
 from mounts import services
 
@@ -9,7 +11,11 @@ class CacheMountConfigView(EngineAPIView):
 
     def get(self, request):
         self.body(request)
-        return ok({"SyncedCacheMounts": services.synced_mount_config(request, self.org)})
+        entries = services.synced_mount_config(request, self.org)
+        offered = [entry for entry in entries if entry["URL"]]
+        self.count(Signal.MOUNT_DOWNLOADS, len(offered))
+        self.count(Signal.MOUNT_DOWNLOAD_BYTES, sum(entry["Size"] for entry in offered))
+        return ok({"SyncedCacheMounts": entries})
 
 
 class CacheMountUploadURLView(EngineAPIView):
@@ -23,11 +29,14 @@ class CacheMountUploadURLView(EngineAPIView):
             offer = services.parse_upload_offer(self.body(request))
         except services.InvalidOffer as e:
             raise exceptions.ParseError(str(e)) from None
-        answer = services.offer_upload(
+        answer, skipped = services.offer_upload(
             request,
             request.auth,
             offer,
             remote_addr=request.META.get("REMOTE_ADDR") or None,
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            engine=self.engine,
         )
+        if answer["Skip"]:
+            self.count(Signal.MOUNT_SKIPS, 1, skipped)
         return ok(answer)

@@ -119,3 +119,27 @@ def asked_since(record_ids, since):
         "record_id", record_ids, after=[since], cast="::bigint[]",
     )
     return dict(rows)
+
+
+def results_exported_by_others(record_ids, engine_ref, token_id):
+    """How many of `record_ids` have a complete result exported by another engine than
+    `engine_ref` (or, where an engine is unknown, with another token than `token_id`):
+    records.services.shared_steps, asked in batches like the other reads here."""
+    from records.models import Result
+
+    other_token = "(token_id IS NULL OR token_id <> %s)"
+    if engine_ref:
+        other = f"((engine_id IS NOT NULL AND engine_id <> %s) OR (engine_id IS NULL AND {other_token}))"
+        after = [engine_ref, token_id or 0]
+    else:
+        other = other_token
+        after = [token_id or 0]
+    rows = _select_in(
+        f"SELECT COUNT(DISTINCT record_id) FROM {Result._meta.db_table} "
+        f"WHERE {{match}} AND complete = %s AND {other}",
+        "record_id",
+        record_ids,
+        after=[True, *after],
+        cast="::bigint[]",
+    )
+    return sum(row[0] for row in rows)

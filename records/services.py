@@ -72,10 +72,12 @@ def gc_paused():
 # ---- /records ---------------------------------------------------------------------------
 
 
-def update_records(organization, token, body, now=None):
+def update_records(organization, token, body, now=None, engine_ref=None):
     """Store an engine's key graph and say which results to export.
 
-    Returns (ExportRecords entries, Graph). Raises graph.PayloadError for a body that is
+    Returns (ExportRecords entries, Graph, shared steps: how many of the keys it reported
+    with a result were not asked for because another engine had exported them; see
+    shared_steps; `engine_ref` is the reporting engine's pk when known). Raises graph.PayloadError for a body that is
     not a /records payload; graph defects only drop the keys concerned. `body` (the
     decoded JSON object) is emptied once parsed, to free its memory early.
     """
@@ -94,7 +96,18 @@ def update_records(organization, token, body, now=None):
     with transaction.atomic():
         rows = _store_records(organization, graph, now)
         export = _ask_for_exports(organization, token, graph, rows, now)
-    return export, graph
+    shared = shared_steps(token, engine_ref, [rows[identity][0] for identity in graph.results if rows[identity][1]])
+    return export, graph, shared
+
+
+def shared_steps(token, engine_ref, record_ids):
+    """Of `record_ids` (stored with a result), how many have a complete result exported
+    by another engine than the one reporting them: work it reused rather than did. Who
+    exported is itself a guess (Result.engine); where either side's engine is unknown,
+    a result exported with another token counts as another engine's."""
+    if not record_ids:
+        return 0
+    return bulk.results_exported_by_others(record_ids, engine_ref, token.pk if token is not None else None)
 
 
 def _store_records(organization, graph, now):
@@ -264,19 +277,31 @@ def chain_hash(digests):
     return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-def update_layers(organization, token, body, now=None):
-    """Attach uploaded layer chains to our records. Returns {"Accepted": [...], "Refused": [...]}."""
+# Why /layers refused a record, as the activity counters label it (the answer's Reason
+# says it in words, with the digests concerned).
+REFUSED_NO_LAYERS = "no_layers"
+REFUSED_BAD_DESCRIPTOR = "bad_descriptor"
+REFUSED_NOT_A_RECORD = "not_a_record"
+REFUSED_BLOB_MISSING = "blob_not_verified"
+REFUSED_SIZE_MISMATCH = "size_mismatch"
+
+
+def update_layers(organization, token, body, now=None, engine_ref=None):
+    """Attach uploaded layer chains to our records.
+
+    Returns ({"Accepted": [...], "Refused": [...]}, {refusal kind: count}); `engine_ref`
+    is the exporting engine's pk when known (Result.engine)."""
     now = now or timezone.now()
     entries = parse_layers_payload(body)
     refused = []
     candidates = []
     for digest, layers in entries:
         if not layers:
-            refused.append((digest, "no layers: an empty chain cannot be imported"))
+            refused.append((digest, REFUSED_NO_LAYERS, "no layers: an empty chain cannot be imported"))
             continue
         problem = next((p for p in map(_descriptor_problem, layers) if p), None)
         if problem:
-            refused.append((digest, problem))
+            refused.append((digest, REFUSED_BAD_DESCRIPTOR, problem))
             continue
         candidates.append((digest, layers))
     records = _records_by_identity(organization, {d for d, _ in candidates if is_digest(d)}, ("identity", "id"))
@@ -284,34 +309,40 @@ def update_layers(organization, token, body, now=None):
     accepted = []
     for digest, layers in candidates:
         if digest not in records:
-            refused.append((digest, "not a record of this organization"))
+            refused.append((digest, REFUSED_NOT_A_RECORD, "not a record of this organization"))
             continue
         problem = None
         for desc in layers:
             size = blob_sizes.get(desc["digest"])
             if size is None:
-                problem = f"blob {desc['digest']} is not uploaded and verified"
+                problem = REFUSED_BLOB_MISSING, f"blob {desc['digest']} is not uploaded and verified"
             elif size != desc["size"]:
-                problem = f"blob {desc['digest']} is {size} bytes, the descriptor says {desc['size']}"
+                problem = (
+                    REFUSED_SIZE_MISMATCH,
+                    f"blob {desc['digest']} is {size} bytes, the descriptor says {desc['size']}",
+                )
             if problem:
                 break
         if problem:
-            refused.append((digest, problem))
+            refused.append((digest, *problem))
         else:
             accepted.append((records[digest][0], digest, layers))
     if accepted:
         with transaction.atomic():
-            _store_results(organization, token, accepted, now)
+            _store_results(organization, token, accepted, now, engine_ref)
             mark_changed(organization)
-    for digest, reason in refused:
+    kinds = {}
+    for digest, kind, reason in refused:
         log.warning("layers org=%s refused record %s: %s", organization.slug, digest, reason)
-    return {
+        kinds[kind] = kinds.get(kind, 0) + 1
+    answer = {
         "Accepted": [digest for _, digest, _ in accepted],
-        "Refused": [{"RecordDigest": digest, "Reason": reason} for digest, reason in refused],
+        "Refused": [{"RecordDigest": digest, "Reason": reason} for digest, _, reason in refused],
     }
+    return answer, kinds
 
 
-def _store_results(organization, token, accepted, now):
+def _store_results(organization, token, accepted, now, engine_ref=None):
     descriptors = {}
     for _, _, layers in accepted:
         for desc in layers:
@@ -350,9 +381,9 @@ def _store_results(organization, token, accepted, now):
     pending = {}
     for chunk in batched(record_ids):
         pending.update((p.record_id, p) for p in PendingExport.objects.filter(record_id__in=chunk))
-    engine = (
-        Engine.objects.filter(last_token=token).order_by("-last_seen").first() if token is not None else None
-    )
+    if engine_ref is None and token is not None:
+        # Not called from an engine request (no address to match): the token's latest engine.
+        engine_ref = Engine.objects.filter(last_token=token).order_by("-last_seen").values_list("pk", flat=True).first()
     chains = {}
     results = []
     for record_id, _, layers in sorted(accepted, key=lambda entry: entry[0]):
@@ -370,7 +401,7 @@ def _store_results(organization, token, accepted, now):
                 created_at=asked.result_created_at if asked else now,
                 exported_at=now,
                 token=token,
-                engine=engine,
+                engine_id=engine_ref or None,
                 size=layers[-1]["size"],
                 chain_size=sum(desc["size"] for desc in layers),
                 layer_count=len(layers),

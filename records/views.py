@@ -6,6 +6,7 @@ import logging
 from django.http import HttpResponse
 from rest_framework import exceptions
 
+from activity.models import Signal
 from cacheweb.engine_api import EngineAPIView, ok
 from records import importconfig, services
 from records.graph import PayloadError
@@ -26,11 +27,14 @@ class RecordsView(EngineAPIView):
             stream = request.stream
             while stream is not None and stream.read(DRAIN_CHUNK):
                 pass
+            self.count(Signal.RECORDS_POSTS)  # its keys are not read, so not counted
             return ok({"ExportRecords": []})
         with services.gc_paused():
             body = self.body(request)
             try:
-                export, graph = services.update_records(self.org, request.auth, body)
+                export, graph, shared = services.update_records(
+                    self.org, request.auth, body, engine_ref=self.engine.pk if self.engine else None
+                )
             except PayloadError as exc:
                 raise exceptions.ParseError(str(exc)) from None
         log.info(
@@ -39,6 +43,10 @@ class RecordsView(EngineAPIView):
             " ".join(f"{k}={v}" for k, v in graph.stats().items()),
             len(export),
         )
+        self.count(Signal.RECORDS_POSTS)
+        self.count(Signal.KEYS_REPORTED, graph.key_count)
+        self.count(Signal.EXPORTS_ASKED, len(export))
+        self.count(Signal.SHARED_STEPS, shared)
         return ok({"ExportRecords": export})
 
 
@@ -48,7 +56,9 @@ class LayersView(EngineAPIView):
 
     def post(self, request):
         try:
-            answer = services.update_layers(self.org, request.auth, self.body(request))
+            answer, refusals = services.update_layers(
+                self.org, request.auth, self.body(request), engine_ref=self.engine.pk if self.engine else None
+            )
         except services.LayersError as exc:
             raise exceptions.ParseError(str(exc)) from None
         log.info(
@@ -57,6 +67,9 @@ class LayersView(EngineAPIView):
             len(answer["Accepted"]),
             len(answer["Refused"]),
         )
+        self.count(Signal.EXPORTS_DELIVERED, len(answer["Accepted"]))
+        for kind, n in refusals.items():
+            self.count(Signal.EXPORTS_REFUSED, n, kind)
         return ok(answer)
 
 
@@ -80,6 +93,7 @@ class ImportView(EngineAPIView):
             response["Content-Encoding"] = "gzip"
         else:
             response = HttpResponse(gzip.decompress(body), content_type="application/json")
+        self.count(Signal.IMPORTS, 1, "unchanged" if response.status_code == 304 else "")
         response["ETag"] = etag
         response["Vary"] = "Accept-Encoding"
         response["Cache-Control"] = "private, no-cache"

@@ -70,6 +70,16 @@ def _forget_buffered_blob_uses():
     services._uses.clear()
 
 
+@pytest.fixture(autouse=True)
+def _forget_engine_guesses():
+    """Engine guesses are cached per process (activity.attribution); a test's rows are
+    rolled back, and the next test's token may have the same primary key."""
+    from activity import attribution
+
+    attribution.forget_all()
+    yield
+
+
 @pytest.fixture
 def fresh_use_counts():
     """Blob use counts are buffered per process; rows from an earlier test may share ids."""

@@ -94,7 +94,7 @@ class LiveService(Process):
     def __init__(self, **env_overrides):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = child_env(CACHEWEB_BIND=f"127.0.0.1:{self.port}", CACHEWEB_WEB_WORKERS=1, **env_overrides)
+        env = child_env(**{"CACHEWEB_BIND": f"127.0.0.1:{self.port}", "CACHEWEB_WEB_WORKERS": 1, **env_overrides})
         cmd = [sys.executable, "-m", "gunicorn", "cacheweb.wsgi:application", "--config", "python:cacheweb.gunicorn_conf"]
         super().__init__("gunicorn", cmd, env)
         self._wait_ready()

@@ -206,14 +206,18 @@ def test_same_digest_again_is_skipped(client, transport, org, token, django_capt
     assert mount.last_synced_at > MountSnapshot.objects.get().verified_at
 
 
-def test_snapshot_names_the_engine_when_only_one_fits(client, org, token, other_token):
+def test_snapshot_names_the_engine_last_seen_with_its_token_and_address(client, org, token, other_token):
     engine_request(client, "GET", "/magicache/config", token=token, body={"EngineID": "runner-1"})
     offer(client, token, "go-mod", "sha256:" + "a" * 64, 10)
     assert MountSnapshot.objects.get().engine.engine_id == "runner-1"
-    # A second engine with the same token behind the same address: no guessing.
+    # A second engine with the same token behind the same address: the best guess is
+    # the one that called /config last (activity.attribution).
     engine_request(client, "GET", "/magicache/config", token=token, body={"EngineID": "runner-2"})
     offer(client, token, "go-mod", "sha256:" + "b" * 64, 10)
-    assert MountSnapshot.objects.get(digest="sha256:" + "b" * 64).engine is None
+    assert MountSnapshot.objects.get(digest="sha256:" + "b" * 64).engine.engine_id == "runner-2"
+    # Another token from that address matches no engine.
+    offer(client, other_token, "go-mod", "sha256:" + "c" * 64, 10)
+    assert MountSnapshot.objects.get(digest="sha256:" + "c" * 64).engine is None
 
 
 def test_retried_offer_shares_one_pending_snapshot(client, org, token, queued):
