@@ -83,7 +83,10 @@ def test_acceptance_invalidates_the_import(client, org, token, asked, django_cap
     snapshot = ImportSnapshot.objects.get(organization=org)
     assert snapshot.generation > snapshot.built_generation
     # The rebuild is queued once committed (the other callback writes the activity counts).
-    assert [c.__qualname__ for c in callbacks if "mark_changed" in c.__qualname__] == ["mark_changed.<locals>.<lambda>"]
+    assert [c.__qualname__ for c in callbacks if c.__module__ == "cacheweb.outbox"] == ["enqueue.<locals>.<lambda>"]
+    from cacheweb.models import OutboxTask
+
+    assert list(OutboxTask.objects.values_list("task", "args")) == [("records.tasks.rebuild_import", [org.pk])]
 
 
 def missing(field):

@@ -5,7 +5,6 @@ by the task once done."""
 from datetime import timedelta
 
 import pytest
-from celery.app.amqp import AMQP
 from celery.exceptions import Retry
 from django.db import OperationalError
 from django.utils import timezone
@@ -43,7 +42,10 @@ class Broker:
 @pytest.fixture
 def broker(monkeypatch):
     broker = Broker()
-    monkeypatch.setattr(AMQP, "send_task_message", lambda amqp, producer, name, message, **kw: broker.send(amqp, name, message, **kw))
+    # On the app's own AMQP object: send_task_message is a cached property there, so an
+    # earlier test's real publish would otherwise have cached the real sender.
+    amqp = rebuild_import.app.amqp
+    monkeypatch.setattr(amqp, "send_task_message", lambda producer, name, message, **kw: broker.send(amqp, name, message, **kw))
     return broker
 
 
