@@ -247,15 +247,22 @@ def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=
     reports = []
     for org in organizations:
         started = timezone.now()
+        # Made here, not in collect_organization: what a pass deleted before it failed
+        # must still be recorded and audited.
+        report = Report(org.slug, dry_run=dry_run, item_limit=kept_limit)
         try:
             if dry_run:
-                report = preview(org, limit=kept_limit)
-            else:
-                report = collect_organization(org, item_limit=kept_limit, log_summary=log_summary)
+                flush_uses()
+            collect_organization(org, dry_run=dry_run, log_summary=log_summary, report=report)
         except Exception as exc:
             log.exception("gc org=%s failed", org.slug)
-            report = Report(org.slug, dry_run=dry_run, error=f"{type(exc).__name__}: {exc}")
-        _record_pass(org, report, started, run_by)
+            report.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            # A failure to record one pass must not stop the passes over the others.
+            try:
+                _record_pass(org, report, started, run_by)
+            except Exception:
+                log.exception("gc org=%s: could not record the pass: %s", org.slug, report.summary())
         if item_limit is not None:
             for kind in KINDS:
                 del report.items[kind][item_limit:]
@@ -299,7 +306,8 @@ def _record_pass(organization, report, started, run_by):
         target=describe_counts(report.counts),
         bytes_freed=report.freed_bytes,
         evicted=blobs,
-        details={"pass": record.pk, "run_by": run_by, "counts": record.counts, "items": items},
+        details={"pass": record.pk, "run_by": run_by, "counts": record.counts, "items": items,
+                 **({"error": report.error} if report.error else {})},
     )
     return record
 
@@ -349,18 +357,18 @@ def steps_of_blobs(organization, digests, limit=None):
     return list(rows if limit is None else rows[:limit])
 
 
-def collect_organization(organization, dry_run=False, item_limit=0, log_summary=True):
+def collect_organization(organization, dry_run=False, item_limit=0, log_summary=True, report=None):
     """One pass over one organization. A real pass logs a one-line summary unless
     `log_summary` is False (manage.py gc shows the report itself, and the log would only
-    repeat it); a dry run never does."""
+    repeat it); a dry run never does. With `report` (a fresh Report; its dry_run and
+    item_limit are used) the pass counts into it as it goes, so that the caller still
+    holds what was deleted when the pass raises."""
     now = timezone.now()
-    report = Report(
-        organization.slug,
-        dry_run=dry_run,
-        grace=grace(organization),
-        policy=eviction_policy(organization),
-        item_limit=item_limit,
-    )
+    if report is None:
+        report = Report(organization.slug, dry_run=dry_run, item_limit=item_limit)
+    dry_run = report.dry_run
+    report.grace = grace(organization)
+    report.policy = eviction_policy(organization)
     cutoff = now - report.grace
     _delete_snapshots(organization, cutoff, report, dry_run)
     _delete_pending_exports(organization, now, report, dry_run)
