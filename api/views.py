@@ -525,7 +525,7 @@ class LifecycleRun(OperatorView):
         if errors:
             raise exceptions.ValidationError(errors)
         [report] = retention.collect_garbage(
-            organization=org, dry_run=dry_run, item_limit=limit, log_summary=True, run_by=request.user.get_username()
+            organization=org, dry_run=dry_run, item_limit=limit, log_summary=True, actor=request.user
         )
         if report.error:
             raise LifecycleFailed(f"the pass stopped: {report.error}; what it deleted before stays deleted")

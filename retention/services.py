@@ -10,7 +10,8 @@
     steps_of_blobs(organization, digests) -> the steps whose current result uses them
 
 collect_garbage records every pass (retention.models.LifecyclePass) and writes an audit
-entry, actor "policy", for each one that deleted something.
+entry for each one that deleted something: actor "policy" for the scheduled pass, the user
+or command that started any other.
 
 One pass over an organization, in this order:
 
@@ -44,7 +45,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from audit import services as audit
-from audit.models import Action
+from audit.models import Action, ActorKind
 from blobs.models import Blob, BlobState
 from blobs.services import delete_blob, flush_uses
 from blobs.storage import StoreUnavailable
@@ -231,12 +232,17 @@ def grace(organization):
     return timedelta(seconds=max(settings.GC_GRACE, least))
 
 
-def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=True, run_by="schedule"):
+def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=True, actor=None, run_by=None):
     """One pass over `organization`, or over every organization; dry, `preview` of each.
     A failure in one organization is logged and reported, and the others are still
-    collected. Each pass is recorded (LifecyclePass) with `run_by` (schedule, a command,
-    a user name), and one that deleted something is audited (actor "policy").
-    `item_limit`: see Report; `log_summary`: see collect_organization."""
+    collected. Each pass is recorded (LifecyclePass) with `run_by` (default: from the
+    actor: schedule, "command NAME", a user name), and one that deleted something is
+    audited with `actor`: the user or command (audit.services.command) that started it,
+    or, by default, "policy" for the scheduled pass; the eviction counters' reason
+    follows it. `item_limit`: see Report; `log_summary`: see collect_organization."""
+    actor = audit.POLICY if actor is None else audit.as_actor(actor)
+    if run_by is None:
+        run_by = _run_by(actor)
     # Buffered use counts of this process (blobs.services.record_use) must be in the rows
     # before eviction reads them.
     flush_uses()
@@ -260,7 +266,7 @@ def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=
         finally:
             # A failure to record one pass must not stop the passes over the others.
             try:
-                _record_pass(org, report, started, run_by)
+                _record_pass(org, report, started, run_by, actor)
             except Exception:
                 log.exception("gc org=%s: could not record the pass: %s", org.slug, report.summary())
         if item_limit is not None:
@@ -280,7 +286,15 @@ def item_name(kind, item):
     return f"export of record {item.record.identity} (ref {item.cache_ref_id})"
 
 
-def _record_pass(organization, report, started, run_by):
+def _run_by(actor):
+    if actor.kind == ActorKind.POLICY:
+        return "schedule"
+    if actor.kind == ActorKind.COMMAND:
+        return f"command {actor.name}".strip()
+    return actor.name or actor.kind
+
+
+def _record_pass(organization, report, started, run_by, actor=audit.POLICY):
     items = {kind: audit.names(item_name(kind, item) for item in rows) for kind, rows in report.items.items() if rows}
     record = LifecyclePass.objects.create(
         organization=organization,
@@ -301,7 +315,7 @@ def _record_pass(organization, report, started, run_by):
     blobs = sum(report.counts[kind] for kind in BLOB_KINDS)
     audit.record(
         organization,
-        audit.POLICY,
+        actor,
         Action.LIFECYCLE_DELETED,
         target=describe_counts(report.counts),
         bytes_freed=report.freed_bytes,

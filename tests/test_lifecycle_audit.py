@@ -1,6 +1,7 @@
 """The lifecycle pass's record and audit entry: a pass that fails part way, who started a
 pass, and the eviction counters every eviction path adds to."""
 
+import io
 import logging
 from datetime import timedelta
 
@@ -57,3 +58,37 @@ def test_a_pass_that_cannot_be_recorded_does_not_stop_the_others(org, other_org,
     assert not blob_exists(org, mine) and not blob_exists(other_org, theirs)
     assert list(LifecyclePass.objects.values_list("organization__slug", flat=True)) == ["globex"]
     assert "could not record the pass" in caplog.text and "gc org=acme" in caplog.text
+
+
+def test_a_pass_started_by_a_person_is_audited_with_that_person(client, org, operators, django_capture_on_commit_callbacks):
+    from api.models import ApiToken
+
+    make_blob(org, size=300, age=grace(org) + MINUTE)
+    header = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(operators['maintainer'])[1]}"}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/api/v1/orgs/acme/lifecycle/run/", {}, content_type="application/json", **header)
+    assert response.status_code == 200, response.content
+    entry = AuditEntry.objects.get(action=Action.LIFECYCLE_DELETED)
+    assert entry.actor_kind == ActorKind.USER and entry.user == operators["maintainer"]
+    assert LifecyclePass.objects.get().run_by == "maya"
+    assert counters(org) == {("evictions", "user"): 1, ("evicted_bytes", "user"): 300}
+
+
+def test_manage_gc_is_audited_as_the_command_and_the_schedule_as_policy(org, django_capture_on_commit_callbacks):
+    from django.core.management import call_command
+
+    make_blob(org, size=300, age=grace(org) + MINUTE)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("gc", "--org", "acme", stdout=io.StringIO())
+    entry = AuditEntry.objects.get(action=Action.LIFECYCLE_DELETED)
+    assert entry.actor_kind == ActorKind.COMMAND and entry.actor_name == "gc"
+    assert LifecyclePass.objects.get().run_by == "command gc"
+    assert counters(org) == {("evictions", "user"): 1, ("evicted_bytes", "user"): 300}
+
+    make_blob(org, size=200, age=grace(org) + MINUTE)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.collect_garbage()
+    scheduled = AuditEntry.objects.filter(action=Action.LIFECYCLE_DELETED).latest("pk")
+    assert scheduled.actor_kind == ActorKind.POLICY
+    assert LifecyclePass.objects.latest("pk").run_by == "schedule"
+    assert counters(org)[("evictions", "policy")] == 1
