@@ -92,3 +92,27 @@ def test_manage_gc_is_audited_as_the_command_and_the_schedule_as_policy(org, dja
     assert scheduled.actor_kind == ActorKind.POLICY
     assert LifecyclePass.objects.latest("pk").run_by == "schedule"
     assert counters(org)[("evictions", "policy")] == 1
+
+
+# ---- Django admin ----------------------------------------------------------------------
+
+
+def test_an_admin_edit_of_a_storage_policy_goes_through_the_service(admin_client, admin_user, org):
+    from retention.models import StoragePolicy
+
+    resp = admin_client.post("/admin/retention/storagepolicy/add/",
+                             {"organization": org.pk, "storage_limit": "5000", "unused_after_days": ""})
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    policy = StoragePolicy.objects.get(organization=org)
+    assert policy.storage_limit == 5000 and policy.updated_by == admin_user
+    entry = AuditEntry.objects.get()
+    assert entry.action == Action.STORAGE_POLICY_CHANGED and entry.user == admin_user
+    assert entry.details["changed"] == {"storage_limit": {"from": None, "to": 5000}}
+
+    resp = admin_client.post(f"/admin/retention/storagepolicy/{org.pk}/change/",
+                             {"storage_limit": "5000", "unused_after_days": "7"})
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    assert StoragePolicy.objects.get(organization=org).unused_after_days == 7
+    entries = list(AuditEntry.objects.order_by("pk").values_list("action", flat=True))
+    assert entries == [Action.STORAGE_POLICY_CHANGED, Action.STORAGE_POLICY_CHANGED]
+    assert AuditEntry.objects.latest("pk").details["changed"] == {"unused_after_days": {"from": None, "to": 7}}
