@@ -76,3 +76,8 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # The record of what happened must not go without a trace: pruning after
+        # CACHEWEB_AUDIT_DAYS (audit.tasks.prune) is the only way out.
+        return False

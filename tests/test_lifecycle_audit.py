@@ -116,3 +116,16 @@ def test_an_admin_edit_of_a_storage_policy_goes_through_the_service(admin_client
     entries = list(AuditEntry.objects.order_by("pk").values_list("action", flat=True))
     assert entries == [Action.STORAGE_POLICY_CHANGED, Action.STORAGE_POLICY_CHANGED]
     assert AuditEntry.objects.latest("pk").details["changed"] == {"unused_after_days": {"from": None, "to": 7}}
+
+
+def test_superusers_cannot_delete_audit_entries_or_pass_records_in_admin(admin_client, org):
+    from audit import services as audit
+
+    entry = audit.record(org, "command", Action.STORAGE_POLICY_CHANGED, target="x")
+    record = LifecyclePass.objects.create(organization=org, started_at=entry.at)
+    for url, pk in (("/admin/audit/auditentry/", entry.pk), ("/admin/retention/lifecyclepass/", record.pk)):
+        assert admin_client.post(f"{url}{pk}/delete/", {"post": "yes"}).status_code == 403
+        resp = admin_client.post(url, {"action": "delete_selected", "_selected_action": [pk], "post": "yes"})
+        assert resp.status_code in (200, 302)
+        assert admin_client.get(url).status_code == 200
+    assert AuditEntry.objects.filter(pk=entry.pk).exists() and LifecyclePass.objects.filter(pk=record.pk).exists()
