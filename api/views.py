@@ -346,10 +346,9 @@ class BlobDetail(OperatorView):
         if blob is None:
             raise Http404("no such blob")
         try:
-            delete_blob(org, blob.digest, actor=request.user)
+            freed = delete_blob(org, blob.digest, actor=request.user)
         except STORE_FAILURES as exc:
             raise StoreFailed(f"nothing was evicted: the blob store did not answer ({exc})") from None
-        freed = (blob.size or 0) if blob.state == "verified" else 0
         return Response({"digest": blob.digest, "freed_bytes": freed, "results_affected": blob.result_count})
 
 

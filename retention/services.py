@@ -461,10 +461,11 @@ class _BlobDeleter:
         return self.failures_in_a_row >= STORE_FAILURES_TO_GIVE_UP
 
     def delete(self, digest):
+        """The bytes freed (delete_blob's answer), or None when the blob was kept."""
         if self.gave_up:
-            return False
+            return None
         try:
-            delete_blob(self.organization, digest)
+            freed = delete_blob(self.organization, digest)
         except (StoreUnavailable, OSError) as exc:
             self.failures_in_a_row += 1
             self.report.kept += 1
@@ -474,9 +475,9 @@ class _BlobDeleter:
                 log.warning("gc org=%s: %d deletions failed in a row; the store looks down, "
                             "leaving the other blobs for the next pass", self.organization.slug,
                             self.failures_in_a_row)
-            return False
+            return None
         self.failures_in_a_row = 0
-        return True
+        return freed
 
 
 def _blobs(organization, cutoff):
@@ -507,11 +508,16 @@ def _collect_blobs(organization, cutoff, deleter, report, dry_run):
         for blob in batch:
             if blob.digest in needed:
                 continue
-            if dry_run or deleter.delete(blob.digest):
-                report.add(UNREFERENCED_BLOBS, blob.size, blob)
-                if blob.state == BlobState.VERIFIED:
-                    verified_bytes += blob.size or 0
+            freed = _verified_size(blob) if dry_run else deleter.delete(blob.digest)
+            if freed is not None:
+                report.add(UNREFERENCED_BLOBS, freed, blob)
+                verified_bytes += freed
     return verified_bytes
+
+
+def _verified_size(blob):
+    """What a dry run counts as freed: what delete_blob would answer."""
+    return (blob.size or 0) if blob.state == BlobState.VERIFIED else 0
 
 
 def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified, policy):
@@ -589,8 +595,8 @@ def _carry_out(organization, plan, deleter, report, dry_run):
         return 0
     if dry_run:
         for blob, kind in plan:
-            report.add(kind, blob.size, blob)
-        return sum(blob.size or 0 for blob, _ in plan)
+            report.add(kind, _verified_size(blob), blob)
+        return sum(_verified_size(blob) for blob, _ in plan)
     digests = [blob.digest for blob, _ in plan]
     # Results using these blobs are marked incomplete before the bytes go, once for the
     # whole batch: /import stops naming them, /records asks for them again, and the
@@ -601,9 +607,10 @@ def _carry_out(organization, plan, deleter, report, dry_run):
     # (Live snapshots of an evicted blob are released by mounts.receivers on its deletion.)
     freed = 0
     for blob, kind in plan:
-        if deleter.delete(blob.digest):
-            report.add(kind, blob.size, blob)
-            freed += blob.size or 0
+        size = deleter.delete(blob.digest)
+        if size is not None:
+            report.add(kind, size, blob)
+            freed += size
     return freed
 
 

@@ -129,3 +129,59 @@ def test_superusers_cannot_delete_audit_entries_or_pass_records_in_admin(admin_c
         assert resp.status_code in (200, 302)
         assert admin_client.get(url).status_code == 200
     assert AuditEntry.objects.filter(pk=entry.pk).exists() and LifecyclePass.objects.filter(pk=record.pk).exists()
+
+
+# ---- one unit, one rule: blobs deleted, verified bytes freed ---------------------------
+
+
+def test_every_eviction_counts_blobs_deleted_and_verified_bytes_only(org, operators, django_capture_on_commit_callbacks):
+    from blobs.services import delete_blob
+    from mounts.models import CacheMount
+    from mounts.services import evict_mount
+    from records.eviction import evict_steps
+    from records.models import Record
+    from tests.cache_rows import a_blob, a_layer, a_snapshot
+
+    maya = operators["maintainer"]
+    # Two steps whose one layer is one blob: 2 steps, 1 blob.
+    shared = a_blob(org, "shared layer", 500)
+    a_layer(org, shared, 500, results=2)
+    # Two snapshots of one mount holding one blob, and a pending one: 2 blobs, 700 bytes.
+    mount = CacheMount.objects.create(organization=org, name="go-mod")
+    held = a_blob(org, "mount blob", 700)
+    a_snapshot(mount, held, 700)
+    a_snapshot(mount, held, 700, released=True)
+    pending = a_blob(org, "mount pending", 900, state="pending")
+    a_snapshot(mount, pending, 900, released=True)
+    loose_pending = a_blob(org, "loose pending", 400, state="pending")
+    with django_capture_on_commit_callbacks(execute=True):
+        done = evict_steps(org, list(Record.objects.filter(organization=org).values_list("pk", flat=True)), actor=maya)
+        snapshots, freed = evict_mount(mount, actor=maya)
+        assert delete_blob(org, loose_pending, actor=maya) == 0
+    assert done.steps == 2 and done.blobs_deleted == {shared: 500}
+    assert snapshots == 3 and freed == {held: 700, pending: 0}
+    assert AuditEntry.objects.get(action=Action.MOUNT_EVICTED).bytes_freed == 700
+    assert counters(org) == {("evictions", "user"): 1 + 2 + 1, ("evicted_bytes", "user"): 500 + 700}
+
+
+def test_a_pass_counts_no_bytes_for_a_pending_blob_dry_or_not(org):
+    verified = make_blob(org, size=600, age=grace(org) + MINUTE)
+    pending = make_blob(org, size=800, state="pending", age=grace(org) + MINUTE)
+    [dry] = services.collect_garbage(org, dry_run=True)
+    [real] = services.collect_garbage(org)
+    for report in (dry, real):
+        assert report.counts[services.UNREFERENCED_BLOBS] == 2 and report.freed_bytes == 600
+    assert not blob_exists(org, verified) and not blob_exists(org, pending)
+    assert AuditEntry.objects.get(action=Action.LIFECYCLE_DELETED).bytes_freed == 600
+
+
+def test_the_dashboard_says_a_pending_blob_freed_nothing(client, operators, org):
+    from tests.cache_rows import a_blob
+
+    client.force_login(operators["maintainer"])
+    digest = a_blob(org, "never arrived", 5000, state="pending")
+    response = client.post(f"/orgs/acme/cache/blobs/{digest}/evict", follow=True)
+    assert response.status_code == 200
+    shown = response.content.decode()
+    assert f"Evicted {digest[:19]}… (0\xa0bytes freed)" in shown and "4.9" not in shown
+    assert not Blob.objects.filter(digest=digest).exists()
