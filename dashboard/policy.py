@@ -54,7 +54,7 @@ def policy_context(org):
         "policy": in_force,
         "defaults": retention.eviction_policy(),
         "grace": duration_words(preview.grace),
-        "passes": retention.last_passes(org, PASSES_SHOWN),
+        "passes": retention.passes(org)[:PASSES_SHOWN],
         "next_pass": retention.next_pass_at(org),
         "interval_words": duration_words(timedelta(seconds=settings.GC_INTERVAL)),
         "preview": preview,

@@ -6,7 +6,7 @@
     eviction_policy(organization=None) -> EvictionPolicy   the defaults, or an organization's
     grace(organization) -> timedelta
     set_storage_policy(organization, actor, storage_limit=KEEP, unused_after_days=KEEP)
-    last_passes(organization, n) / next_pass_at(organization)
+    passes(organization) -> the pass records, newest first / next_pass_at(organization)
     steps_of_blobs(organization, digests) -> the steps whose current result uses them
 
 collect_garbage records every pass (retention.models.LifecyclePass) and writes an audit
@@ -332,8 +332,10 @@ def describe_counts(counts):
     return ", ".join(parts) or "nothing"
 
 
-def last_passes(organization, n=10):
-    return LifecyclePass.objects.filter(organization=organization)[:n]
+def passes(organization):
+    """The organization's pass records, newest first: the Policy page's last passes and
+    the API's list are both this."""
+    return LifecyclePass.objects.filter(organization=organization).order_by("-started_at", "-pk")
 
 
 def next_pass_at(organization, now=None):

@@ -185,3 +185,30 @@ def test_the_dashboard_says_a_pending_blob_freed_nothing(client, operators, org)
     shown = response.content.decode()
     assert f"Evicted {digest[:19]}… (0\xa0bytes freed)" in shown and "4.9" not in shown
     assert not Blob.objects.filter(digest=digest).exists()
+
+
+def test_the_policy_page_and_the_api_list_passes_from_one_queryset(client, operators, org, monkeypatch):
+    from django.utils import timezone
+
+    now = timezone.now()
+    # Same start: the newer row first on both.
+    first = LifecyclePass.objects.create(organization=org, started_at=now, run_by="schedule")
+    second = LifecyclePass.objects.create(organization=org, started_at=now, run_by="maya")
+    asked = []
+    real = services.passes
+
+    def passes(organization):
+        asked.append(organization)
+        return real(organization)
+
+    monkeypatch.setattr(services, "passes", passes)
+    assert [p.pk for p in real(org)] == [second.pk, first.pk]
+    client.force_login(operators["viewer"])
+    assert client.get("/orgs/acme/cache/policy/").status_code == 200
+    client.logout()
+    from api.models import ApiToken
+
+    header = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(operators['viewer'])[1]}"}
+    body = client.get("/api/v1/orgs/acme/lifecycle/passes/", **header).json()
+    assert [row["id"] for row in body["results"]] == [second.pk, first.pk]
+    assert asked == [org, org]
