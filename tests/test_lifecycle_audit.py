@@ -212,3 +212,31 @@ def test_the_policy_page_and_the_api_list_passes_from_one_queryset(client, opera
     body = client.get("/api/v1/orgs/acme/lifecycle/passes/", **header).json()
     assert [row["id"] for row in body["results"]] == [second.pk, first.pk]
     assert asked == [org, org]
+
+
+# ---- the storage limit as typed --------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["0.5", "0.9 b", "0.0001 KB"])
+def test_a_size_below_one_byte_is_refused_not_taken_for_no_limit(text):
+    from retention.forms import parse_size
+
+    with pytest.raises(ValueError, match="less than one byte; write 0 for no limit"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("text,size", [("0", 0), ("0.0 GB", 0), ("1.9 b", 1), ("0.5 KB", 512),
+                                        ("1.1 TB", 1209462790553), ("123456789012345678", 123456789012345678)])
+def test_sizes_are_exact(text, size):
+    from retention.forms import parse_size
+
+    assert parse_size(text) == size
+
+
+def test_the_page_refuses_half_a_byte_and_changes_nothing(client, operators, org):
+    from retention.models import StoragePolicy
+
+    client.force_login(operators["maintainer"])
+    resp = client.post("/orgs/acme/cache/policy/", {"storage_limit": "0.5", "unused_after_days": ""})
+    assert resp.status_code == 400 and "less than one byte" in resp.content.decode()
+    assert not StoragePolicy.objects.exists() and not AuditEntry.objects.exists()
