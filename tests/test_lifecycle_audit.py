@@ -240,3 +240,29 @@ def test_the_page_refuses_half_a_byte_and_changes_nothing(client, operators, org
     resp = client.post("/orgs/acme/cache/policy/", {"storage_limit": "0.5", "unused_after_days": ""})
     assert resp.status_code == 400 and "less than one byte" in resp.content.decode()
     assert not StoragePolicy.objects.exists() and not AuditEntry.objects.exists()
+
+
+# ---- the Policy page's preview -----------------------------------------------------------
+
+
+def test_the_policy_page_says_when_its_steps_are_those_of_some_blobs_only(client, operators, org, monkeypatch):
+    from dashboard import policy
+    from tests.test_storage_policy import aged_blob
+
+    services.set_storage_policy(org, "command", unused_after_days=5)
+    for days in (10, 20, 30):
+        aged_blob(org, f"unused {days}", 1000, days)
+    client.force_login(operators["viewer"])
+    page = client.get("/orgs/acme/cache/policy/").content.decode()
+    assert page.count('class="step-title"') == 3 and 'id="preview-steps-partial"' not in page
+
+    monkeypatch.setattr(policy, "PREVIEW_ITEMS", 1)
+    monkeypatch.setattr(policy, "PREVIEW_STEPS", 1)
+    page = client.get("/orgs/acme/cache/policy/").content.decode()
+    assert page.count('class="step-title"') == 1
+    assert "only those of the 1 blob listed" in page and "the other 2 blobs the pass would delete are not shown" in page
+    assert 'id="preview-steps-more"' not in page
+
+    monkeypatch.setattr(policy, "PREVIEW_ITEMS", 3)
+    page = client.get("/orgs/acme/cache/policy/").content.decode()
+    assert "More steps than these 1 use the blobs listed above" in page and 'id="preview-steps-partial"' not in page
