@@ -13,7 +13,7 @@ Public functions (keep their names and meaning, other apps call them):
     flush_uses() -> int
     receive_upload(org_id, digest, body, content_length, bound_size) -> Blob
     open_builtin_blob(org_id, digest) -> (file, size)
-    delete_blob(organization, digest, actor=None) -> None
+    delete_blob(organization, digest, actor=None) -> bytes freed (0 unless verified)
     rehash_blobs(organization, verified_since=None) -> (checked, [lost digests])
 
 A blob belongs to one organization. Nothing here ever answers from another
