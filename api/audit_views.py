@@ -8,6 +8,7 @@ from api.pagination import paged
 from api.views import ERRORS, PAGING, OperatorView
 from audit import selectors
 from audit.models import Action, ActorKind, AuditEntry
+from retention import services as retention
 from retention.models import LifecyclePass
 
 
@@ -65,5 +66,5 @@ class LifecyclePasses(OperatorView):
     )
     def get(self, request, slug):
         org = self.organization(slug)
-        rows, pager = self.page(LifecyclePass.objects.filter(organization=org).order_by("-started_at", "-pk"))
+        rows, pager = self.page(retention.passes(org))
         return pager.get_paginated_response(LifecyclePassSerializer(rows, many=True).data)

@@ -346,10 +346,9 @@ class BlobDetail(OperatorView):
         if blob is None:
             raise Http404("no such blob")
         try:
-            delete_blob(org, blob.digest, actor=request.user)
+            freed = delete_blob(org, blob.digest, actor=request.user)
         except STORE_FAILURES as exc:
             raise StoreFailed(f"nothing was evicted: the blob store did not answer ({exc})") from None
-        freed = (blob.size or 0) if blob.state == "verified" else 0
         return Response({"digest": blob.digest, "freed_bytes": freed, "results_affected": blob.result_count})
 
 
@@ -525,7 +524,7 @@ class LifecycleRun(OperatorView):
         if errors:
             raise exceptions.ValidationError(errors)
         [report] = retention.collect_garbage(
-            organization=org, dry_run=dry_run, item_limit=limit, log_summary=True, run_by=request.user.get_username()
+            organization=org, dry_run=dry_run, item_limit=limit, log_summary=True, actor=request.user
         )
         if report.error:
             raise LifecycleFailed(f"the pass stopped: {report.error}; what it deleted before stays deleted")

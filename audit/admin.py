@@ -28,11 +28,13 @@ def organization_of(obj):
 
 class AuditedAdmin(admin.ModelAdmin):
     """Audits every add, change and delete made through this ModelAdmin, with the admin
-    user as the actor. Admins whose deletions go through an audited eviction service set
-    audit_deletions = False, so that each deletion is audited once."""
+    user as the actor. Admins whose deletions (or additions, changes) go through an audited
+    service set audit_deletions (audit_additions, audit_changes) = False, so that each is
+    audited once."""
 
     audit_deletions = True
     audit_additions = True
+    audit_changes = True
 
     def _audit(self, request, obj, action, message=""):
         label = f"{obj._meta.verbose_name} {obj}"
@@ -51,7 +53,8 @@ class AuditedAdmin(admin.ModelAdmin):
         return super().log_addition(request, obj, message)
 
     def log_change(self, request, obj, message):
-        self._audit(request, obj, Action.ADMIN_CHANGED, message)
+        if self.audit_changes:
+            self._audit(request, obj, Action.ADMIN_CHANGED, message)
         return super().log_change(request, obj, message)
 
     def log_deletions(self, request, queryset):
@@ -72,4 +75,9 @@ class AuditEntryAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # The record of what happened must not go without a trace: pruning after
+        # CACHEWEB_AUDIT_DAYS (audit.tasks.prune) is the only way out.
         return False

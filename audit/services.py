@@ -56,7 +56,8 @@ def as_actor(actor):
 
 
 def record(organization, actor, action, target="", bytes_freed=0, evicted=0, details=None):
-    """Write one entry. `evicted`: how many blobs, steps or snapshots the action evicted;
+    """Write one entry. `evicted`: how many blobs the action deleted (every eviction
+    counts in blobs, whatever it evicted: one unit for the counter);
     with it the activity counters evictions and evicted_bytes (label: user, policy or
     engine) are added to as well, which /metrics reports."""
     actor = as_actor(actor)

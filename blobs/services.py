@@ -13,7 +13,7 @@ Public functions (keep their names and meaning, other apps call them):
     flush_uses() -> int
     receive_upload(org_id, digest, body, content_length, bound_size) -> Blob
     open_builtin_blob(org_id, digest) -> (file, size)
-    delete_blob(organization, digest, actor=None) -> None
+    delete_blob(organization, digest, actor=None) -> bytes freed (0 unless verified)
     rehash_blobs(organization, verified_since=None) -> (checked, [lost digests])
 
 A blob belongs to one organization. Nothing here ever answers from another
@@ -393,15 +393,18 @@ def delete_blob(organization, digest, actor=None):
     """Remove a blob's bytes and its row (eviction). The bytes go first: a row without
     bytes would be trusted, bytes without a row are merely re-verified on upload.
     With `actor` (a user, or audit.services.Actor) the eviction is audited; the services
-    that delete blobs as part of a larger eviction audit that instead, and pass none."""
-    size = None
-    if actor is not None:
-        row = Blob.objects.filter(organization=organization, digest=digest).values_list("size", "state").first()
-        size = (row[0] or 0) if row and row[1] == BlobState.VERIFIED else 0
+    that delete blobs as part of a larger eviction audit that instead, and pass none.
+
+    Returns the bytes freed: the size of a verified blob, 0 for any other (a pending
+    blob's announced bytes never arrived) or none. Every eviction path counts freed bytes
+    with this answer, so that they all follow the one rule."""
+    row = Blob.objects.filter(organization=organization, digest=digest).values_list("size", "state").first()
+    freed = (row[0] or 0) if row and row[1] == BlobState.VERIFIED else 0
     get_store().delete(organization.pk, digest)
     Blob.objects.filter(organization=organization, digest=digest).delete()
     if actor is not None:
-        audit.record(organization, actor, Action.BLOB_EVICTED, target=digest, bytes_freed=size, evicted=1)
+        audit.record(organization, actor, Action.BLOB_EVICTED, target=digest, bytes_freed=freed, evicted=1)
+    return freed
 
 
 # ---- use counting -------------------------------------------------------------------

@@ -130,17 +130,18 @@ def evict_blob(request, slug, digest):
             ),
         )
     try:
-        delete_blob(org, blob.digest, actor=request.user)
+        freed = delete_blob(org, blob.digest, actor=request.user)
     except STORE_FAILURES as exc:
         # The bytes go first: when the store fails, the row is still there, unchanged.
         messages.error(request, f"Nothing was evicted: the blob store did not answer ({exc}).")
         return redirect(back)
-    messages.success(request, _evicted_blob_message(blob))
+    messages.success(request, _evicted_blob_message(blob, freed))
     return redirect(back)
 
 
-def _evicted_blob_message(blob):
-    parts = [f"Evicted {blob.digest[:19]}… ({filesizeformat(blob.size or 0)})."]
+def _evicted_blob_message(blob, freed):
+    """`freed`: delete_blob's answer (nothing for a blob whose bytes never arrived)."""
+    parts = [f"Evicted {blob.digest[:19]}… ({filesizeformat(freed)} freed)."]
     if blob.result_count:
         parts.append(
             f"{blob.result_count} result{pluralize(blob.result_count)} using it "

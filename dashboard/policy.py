@@ -49,12 +49,15 @@ def policy_context(org):
     in_force = retention.eviction_policy(org)
     preview = retention.preview(org, limit=PREVIEW_ITEMS)
     blob_items = [(kind, blob) for kind in retention.BLOB_KINDS for blob in preview.items[kind]]
+    # The steps are those of the listed blobs only (the preview keeps PREVIEW_ITEMS rows
+    # per kind, not every blob of a large organization): the page says how many are not.
+    steps = retention.steps_of_blobs(org, [blob.digest for _, blob in blob_items], limit=PREVIEW_STEPS + 1)
     return {
         "usage": retention.stored_bytes(org),
         "policy": in_force,
         "defaults": retention.eviction_policy(),
         "grace": duration_words(preview.grace),
-        "passes": retention.last_passes(org, PASSES_SHOWN),
+        "passes": retention.passes(org)[:PASSES_SHOWN],
         "next_pass": retention.next_pass_at(org),
         "interval_words": duration_words(timedelta(seconds=settings.GC_INTERVAL)),
         "preview": preview,
@@ -66,7 +69,10 @@ def policy_context(org):
             for item in preview.items[kind]
         ],
         "unlisted": sum(preview.unlisted(kind) for kind in retention.KINDS),
-        "steps": retention.steps_of_blobs(org, [blob.digest for _, blob in blob_items], limit=PREVIEW_STEPS),
+        "steps": steps[:PREVIEW_STEPS],
+        "more_steps": len(steps) > PREVIEW_STEPS,
+        "steps_shown": PREVIEW_STEPS,
+        "blobs_without_steps": sum(preview.unlisted(kind) for kind in retention.BLOB_KINDS),
         "deleting": sum(preview.counts.values()),
     }
 

@@ -23,7 +23,7 @@ from audit.models import Action
 from blobs import contents
 from cacheweb import outbox
 from blobs import services as blobs
-from blobs.models import Blob, BlobState
+from blobs.models import Blob
 from mounts.models import (
     SNAPSHOT_MEDIA_TYPE,
     CacheMount,
@@ -384,31 +384,31 @@ def evict_mount(mount, actor=None):
     still_needed.update(
         Layer.objects.filter(organization=organization, digest__in=digests).values_list("digest", flat=True)
     )
-    unneeded = Blob.objects.filter(organization=organization, digest__in=digests - still_needed)
-    freed = {
-        digest: size if state == BlobState.VERIFIED else 0
-        for digest, size, state in unneeded.values_list("digest", "size", "state")
-    }
+    unneeded = sorted(
+        Blob.objects.filter(organization=organization, digest__in=digests - still_needed).values_list(
+            "digest", flat=True
+        )
+    )
     deleted_blobs = {}
     try:
-        for digest in sorted(freed):
-            blobs.delete_blob(organization, digest)
-            deleted_blobs[digest] = freed[digest]
+        for digest in unneeded:
+            deleted_blobs[digest] = blobs.delete_blob(organization, digest)
     finally:
         if actor is not None:
             audit.record(
                 organization, actor, Action.MOUNT_EVICTED,
                 target=f"mount {mount.name}: {deleted} snapshot(s), {len(deleted_blobs)} blob(s)",
                 bytes_freed=sum(deleted_blobs.values()),
-                evicted=deleted,
+                # Blobs, as every eviction counts (the snapshots are in the target).
+                evicted=len(deleted_blobs),
                 details={"mount": mount.pk, "snapshots": deleted, "blobs": audit.names(deleted_blobs),
-                         "complete": len(deleted_blobs) == len(freed)},
+                         "complete": len(deleted_blobs) == len(unneeded)},
             )
     log.info(
         "mount evicted org=%s mount=%r snapshots=%d blobs=%d",
-        organization.slug, mount.name, deleted, len(freed),
+        organization.slug, mount.name, deleted, len(deleted_blobs),
     )
-    return deleted, freed
+    return deleted, deleted_blobs
 
 
 # ---- confirming uploads ---------------------------------------------------------------

@@ -169,7 +169,8 @@ def _audited(organization, plan, done, actor):
         organization, actor, Action.STEPS_EVICTED,
         target=f"{done.steps} step(s), {done.results} result(s), {len(done.blobs_deleted)} blob(s)",
         bytes_freed=done.freed_bytes,
-        evicted=done.steps,
+        # Blobs, as every eviction counts: steps and blobs in one counter would mix units.
+        evicted=len(done.blobs_deleted),
         details={
             "records": plan.record_ids[: audit.NAMES_KEPT],
             "steps": [description or digest for description, digest in titles],
@@ -210,7 +211,7 @@ def _delete_blobs(organization, plan):
     digests = list(plan.blobs)
     for position, digest in enumerate(digests):
         try:
-            delete_blob(organization, digest)
+            freed = delete_blob(organization, digest)
         except STORE_FAILURES as exc:
             done.blobs_kept = digests[position:]
             done.error = f"{type(exc).__name__}: {exc}"
@@ -219,7 +220,7 @@ def _delete_blobs(organization, plan):
                 organization.slug, len(done.blobs_kept), exc,
             )
             break
-        done.blobs_deleted[digest] = plan.blobs[digest]
+        done.blobs_deleted[digest] = freed
     log.info(
         "steps evicted org=%s steps=%d results=%d blobs=%d bytes=%d",
         organization.slug, done.steps, done.results, len(done.blobs_deleted), done.freed_bytes,

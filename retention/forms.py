@@ -1,4 +1,5 @@
 import re
+from decimal import Decimal
 
 from django import forms
 
@@ -11,11 +12,17 @@ SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
 
 
 def parse_size(text):
-    """'50 GB', '1.5TB', '0', '1073741824' -> bytes; ValueError with the reason."""
+    """'50 GB', '1.5TB', '0', '1073741824' -> bytes (a fraction of a byte dropped);
+    ValueError with the reason."""
     match = SIZE.fullmatch(text.strip().lower())
     if not match or match.group(2) not in UNITS:
         raise ValueError("a size such as 50 GB, 500 MB or 1.5 TB (or 0 for no limit)")
-    size = int(float(match.group(1)) * UNITS[match.group(2)])
+    # Decimal: a float loses bytes of large sizes and turns "0.1 KB" into 102.4.
+    number = Decimal(match.group(1))
+    size = int(number * UNITS[match.group(2)])
+    if size == 0 and number != 0:
+        # 0 means no limit: the opposite of the tiny limit that was typed.
+        raise ValueError(f"{text.strip()} is less than one byte; write 0 for no limit, or a size of at least 1 byte")
     if size > MAX_LIMIT:
         raise ValueError("at most 1024 PB")
     return size

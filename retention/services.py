@@ -6,11 +6,12 @@
     eviction_policy(organization=None) -> EvictionPolicy   the defaults, or an organization's
     grace(organization) -> timedelta
     set_storage_policy(organization, actor, storage_limit=KEEP, unused_after_days=KEEP)
-    last_passes(organization, n) / next_pass_at(organization)
+    passes(organization) -> the pass records, newest first / next_pass_at(organization)
     steps_of_blobs(organization, digests) -> the steps whose current result uses them
 
 collect_garbage records every pass (retention.models.LifecyclePass) and writes an audit
-entry, actor "policy", for each one that deleted something.
+entry for each one that deleted something: actor "policy" for the scheduled pass, the user
+or command that started any other.
 
 One pass over an organization, in this order:
 
@@ -44,7 +45,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 from audit import services as audit
-from audit.models import Action
+from audit.models import Action, ActorKind
 from blobs.models import Blob, BlobState
 from blobs.services import delete_blob, flush_uses
 from blobs.storage import StoreUnavailable
@@ -231,12 +232,17 @@ def grace(organization):
     return timedelta(seconds=max(settings.GC_GRACE, least))
 
 
-def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=True, run_by="schedule"):
+def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=True, actor=None, run_by=None):
     """One pass over `organization`, or over every organization; dry, `preview` of each.
     A failure in one organization is logged and reported, and the others are still
-    collected. Each pass is recorded (LifecyclePass) with `run_by` (schedule, a command,
-    a user name), and one that deleted something is audited (actor "policy").
-    `item_limit`: see Report; `log_summary`: see collect_organization."""
+    collected. Each pass is recorded (LifecyclePass) with `run_by` (default: from the
+    actor: schedule, "command NAME", a user name), and one that deleted something is
+    audited with `actor`: the user or command (audit.services.command) that started it,
+    or, by default, "policy" for the scheduled pass; the eviction counters' reason
+    follows it. `item_limit`: see Report; `log_summary`: see collect_organization."""
+    actor = audit.POLICY if actor is None else audit.as_actor(actor)
+    if run_by is None:
+        run_by = _run_by(actor)
     # Buffered use counts of this process (blobs.services.record_use) must be in the rows
     # before eviction reads them.
     flush_uses()
@@ -247,15 +253,22 @@ def collect_garbage(organization=None, dry_run=False, item_limit=0, log_summary=
     reports = []
     for org in organizations:
         started = timezone.now()
+        # Made here, not in collect_organization: what a pass deleted before it failed
+        # must still be recorded and audited.
+        report = Report(org.slug, dry_run=dry_run, item_limit=kept_limit)
         try:
             if dry_run:
-                report = preview(org, limit=kept_limit)
-            else:
-                report = collect_organization(org, item_limit=kept_limit, log_summary=log_summary)
+                flush_uses()
+            collect_organization(org, dry_run=dry_run, log_summary=log_summary, report=report)
         except Exception as exc:
             log.exception("gc org=%s failed", org.slug)
-            report = Report(org.slug, dry_run=dry_run, error=f"{type(exc).__name__}: {exc}")
-        _record_pass(org, report, started, run_by)
+            report.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            # A failure to record one pass must not stop the passes over the others.
+            try:
+                _record_pass(org, report, started, run_by, actor)
+            except Exception:
+                log.exception("gc org=%s: could not record the pass: %s", org.slug, report.summary())
         if item_limit is not None:
             for kind in KINDS:
                 del report.items[kind][item_limit:]
@@ -273,7 +286,15 @@ def item_name(kind, item):
     return f"export of record {item.record.identity} (ref {item.cache_ref_id})"
 
 
-def _record_pass(organization, report, started, run_by):
+def _run_by(actor):
+    if actor.kind == ActorKind.POLICY:
+        return "schedule"
+    if actor.kind == ActorKind.COMMAND:
+        return f"command {actor.name}".strip()
+    return actor.name or actor.kind
+
+
+def _record_pass(organization, report, started, run_by, actor=audit.POLICY):
     items = {kind: audit.names(item_name(kind, item) for item in rows) for kind, rows in report.items.items() if rows}
     record = LifecyclePass.objects.create(
         organization=organization,
@@ -294,12 +315,13 @@ def _record_pass(organization, report, started, run_by):
     blobs = sum(report.counts[kind] for kind in BLOB_KINDS)
     audit.record(
         organization,
-        audit.POLICY,
+        actor,
         Action.LIFECYCLE_DELETED,
         target=describe_counts(report.counts),
         bytes_freed=report.freed_bytes,
         evicted=blobs,
-        details={"pass": record.pk, "run_by": run_by, "counts": record.counts, "items": items},
+        details={"pass": record.pk, "run_by": run_by, "counts": record.counts, "items": items,
+                 **({"error": report.error} if report.error else {})},
     )
     return record
 
@@ -310,8 +332,10 @@ def describe_counts(counts):
     return ", ".join(parts) or "nothing"
 
 
-def last_passes(organization, n=10):
-    return LifecyclePass.objects.filter(organization=organization)[:n]
+def passes(organization):
+    """The organization's pass records, newest first: the Policy page's last passes and
+    the API's list are both this."""
+    return LifecyclePass.objects.filter(organization=organization).order_by("-started_at", "-pk")
 
 
 def next_pass_at(organization, now=None):
@@ -349,18 +373,18 @@ def steps_of_blobs(organization, digests, limit=None):
     return list(rows if limit is None else rows[:limit])
 
 
-def collect_organization(organization, dry_run=False, item_limit=0, log_summary=True):
+def collect_organization(organization, dry_run=False, item_limit=0, log_summary=True, report=None):
     """One pass over one organization. A real pass logs a one-line summary unless
     `log_summary` is False (manage.py gc shows the report itself, and the log would only
-    repeat it); a dry run never does."""
+    repeat it); a dry run never does. With `report` (a fresh Report; its dry_run and
+    item_limit are used) the pass counts into it as it goes, so that the caller still
+    holds what was deleted when the pass raises."""
     now = timezone.now()
-    report = Report(
-        organization.slug,
-        dry_run=dry_run,
-        grace=grace(organization),
-        policy=eviction_policy(organization),
-        item_limit=item_limit,
-    )
+    if report is None:
+        report = Report(organization.slug, dry_run=dry_run, item_limit=item_limit)
+    dry_run = report.dry_run
+    report.grace = grace(organization)
+    report.policy = eviction_policy(organization)
     cutoff = now - report.grace
     _delete_snapshots(organization, cutoff, report, dry_run)
     _delete_pending_exports(organization, now, report, dry_run)
@@ -439,10 +463,11 @@ class _BlobDeleter:
         return self.failures_in_a_row >= STORE_FAILURES_TO_GIVE_UP
 
     def delete(self, digest):
+        """The bytes freed (delete_blob's answer), or None when the blob was kept."""
         if self.gave_up:
-            return False
+            return None
         try:
-            delete_blob(self.organization, digest)
+            freed = delete_blob(self.organization, digest)
         except (StoreUnavailable, OSError) as exc:
             self.failures_in_a_row += 1
             self.report.kept += 1
@@ -452,9 +477,9 @@ class _BlobDeleter:
                 log.warning("gc org=%s: %d deletions failed in a row; the store looks down, "
                             "leaving the other blobs for the next pass", self.organization.slug,
                             self.failures_in_a_row)
-            return False
+            return None
         self.failures_in_a_row = 0
-        return True
+        return freed
 
 
 def _blobs(organization, cutoff):
@@ -485,11 +510,16 @@ def _collect_blobs(organization, cutoff, deleter, report, dry_run):
         for blob in batch:
             if blob.digest in needed:
                 continue
-            if dry_run or deleter.delete(blob.digest):
-                report.add(UNREFERENCED_BLOBS, blob.size, blob)
-                if blob.state == BlobState.VERIFIED:
-                    verified_bytes += blob.size or 0
+            freed = _verified_size(blob) if dry_run else deleter.delete(blob.digest)
+            if freed is not None:
+                report.add(UNREFERENCED_BLOBS, freed, blob)
+                verified_bytes += freed
     return verified_bytes
+
+
+def _verified_size(blob):
+    """What a dry run counts as freed: what delete_blob would answer."""
+    return (blob.size or 0) if blob.state == BlobState.VERIFIED else 0
 
 
 def _evict(organization, now, cutoff, deleter, report, dry_run, collected_verified, policy):
@@ -567,8 +597,8 @@ def _carry_out(organization, plan, deleter, report, dry_run):
         return 0
     if dry_run:
         for blob, kind in plan:
-            report.add(kind, blob.size, blob)
-        return sum(blob.size or 0 for blob, _ in plan)
+            report.add(kind, _verified_size(blob), blob)
+        return sum(_verified_size(blob) for blob, _ in plan)
     digests = [blob.digest for blob, _ in plan]
     # Results using these blobs are marked incomplete before the bytes go, once for the
     # whole batch: /import stops naming them, /records asks for them again, and the
@@ -579,9 +609,10 @@ def _carry_out(organization, plan, deleter, report, dry_run):
     # (Live snapshots of an evicted blob are released by mounts.receivers on its deletion.)
     freed = 0
     for blob, kind in plan:
-        if deleter.delete(blob.digest):
-            report.add(kind, blob.size, blob)
-            freed += blob.size or 0
+        size = deleter.delete(blob.digest)
+        if size is not None:
+            report.add(kind, size, blob)
+            freed += size
     return freed
 
 

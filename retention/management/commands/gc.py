@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
 from accounts.models import Organization
+from audit import services as audit
 from retention.services import (
     BLOB_KINDS,
     FAILED_SNAPSHOTS,
@@ -56,7 +57,7 @@ class Command(BaseCommand):
                 raise CommandError(f"no organization {org!r}")
         self.stdout.write(eviction_policy().describe())
         reports = collect_garbage(
-            organization, dry_run=dry_run, item_limit=limit, log_summary=False, run_by="command gc"
+            organization, dry_run=dry_run, item_limit=limit, log_summary=False, actor=audit.command("gc")
         )
         if not reports:
             self.stdout.write("no organizations yet: nothing to collect")
