@@ -218,6 +218,20 @@ def fault_cycle(engine, proxy, fault, part, expect_felt=True):
     recovered(engine)
 
 
+def short_pause(engine, proxy, seconds=1.0):
+    """The dependency stops answering for a moment: the calls meanwhile wait for it and
+    then answer as usual."""
+    proxy.pause()
+    paused = threading.Timer(seconds, proxy.restore)
+    paused.start()
+    try:
+        answers = engine.round()
+    finally:
+        paused.join()
+    assert_clean(answers)
+    return answers
+
+
 # ---- PostgreSQL -------------------------------------------------------------------------
 
 
@@ -237,13 +251,7 @@ def test_postgresql_cut_paused_and_black_holed(org, token):
         recovered(engine)  # pooled connections open through the proxy
         fault_cycle(engine, proxy, proxy.cut, "database")
         fault_cycle(engine, proxy, proxy.black_hole, "database")
-        # A short pause: answers wait for it and then succeed.
-        proxy.pause()
-        paused = threading.Timer(1.0, proxy.restore)
-        paused.start()
-        answers = engine.round()
-        paused.join()
-        assert_clean(answers)
+        short_pause(engine, proxy)
         engines_run_clean(service, token, seed=2)
         import_holds_every_result(service, token, org)
         assert_log_clean(service, token)
@@ -258,7 +266,7 @@ def test_postgresql_cut_paused_and_black_holed(org, token):
 
 @pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith("redis://"),
                     reason="needs Redis: CI's scaled-out pass runs it")
-def test_redis_cut_and_black_holed_costs_no_answer(org, token):
+def test_redis_cut_black_holed_and_paused_costs_no_answer(org, token):
     broker = urlsplit(settings.CELERY_BROKER_URL)
     proxy = FaultProxy(broker.hostname, broker.port or 6379)
     through = urlunsplit(broker._replace(netloc=f"{broker.hostname}:{proxy.port}"))
@@ -280,6 +288,8 @@ def test_redis_cut_and_black_holed_costs_no_answer(org, token):
                 assert a.status in (200, 206) and a.seconds < LIMIT, a
             assert health.status == 503 and health.seconds < LIMIT, health
             recovered(engine)
+        for a in short_pause(engine, proxy):
+            assert a.status in (200, 206), a
         engines_run_clean(service, token, seed=4)
         import_holds_every_result(service, token, org)
         assert_log_clean(service, token)
@@ -293,7 +303,7 @@ def test_redis_cut_and_black_holed_costs_no_answer(org, token):
 
 
 @pytest.mark.once
-def test_s3_store_cut_and_black_holed(org, token, seaweedfs):  # noqa: F811
+def test_s3_store_cut_black_holed_and_paused(org, token, seaweedfs):  # noqa: F811
     endpoint = urlsplit(seaweedfs.endpoint_url)
     proxy = FaultProxy(endpoint.hostname, endpoint.port)
     prefix = "faults" + os.urandom(4).hex()
@@ -306,6 +316,7 @@ def test_s3_store_cut_and_black_holed(org, token, seaweedfs):  # noqa: F811
         for fault in (proxy.cut, proxy.black_hole):
             # Presigning needs no store: most calls answer 200; /healthz says storage.
             fault_cycle(engine, proxy, fault, "storage", expect_felt=False)
+        short_pause(engine, proxy)
         # S3 mount uploads are confirmed by the worker's periodic check: slow, and not
         # what this is about.
         engines_run_clean(service, token, seed=6, mounts=False)
