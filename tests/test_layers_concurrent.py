@@ -70,7 +70,7 @@ def test_overlapping_exports_at_once_neither_deadlock_nor_fail(transactional_db,
                 cursor.execute("SET enable_bitmapscan = off")
             try:
                 start.wait()
-                answer = services.update_layers(org, None, body)
+                answer, _refused = services.update_layers(org, None, body)
                 if len(answer["Accepted"]) != RECORDS:
                     failures.append(answer["Refused"])
             except Exception as exc:  # noqa: BLE001 - reported below, with its kind
