@@ -38,7 +38,10 @@ def cache(org):
     Engine.objects.create(organization=org, engine_id="engine-1", remote_addr="10.0.0.1", last_token=token)
 
 
-@pytest.mark.parametrize("run_name", RUNS)
+# The positive run checks that every valid call answers a status the schema lists, which
+# does not depend on the database: once. The "all" run, whose odd inputs (NUL bytes, huge
+# integers) are where a database of its own could answer 500, runs in both passes.
+@pytest.mark.parametrize("run_name", [pytest.param("positive", marks=pytest.mark.once), "all"])
 def test_every_operation_conforms(live_service, org, cache, django_user_model, tmp_path, run_name):
     maintainer = django_user_model.objects.create_user("maya", password="pw-maya-123")
     Membership.objects.create(organization=org, user=maintainer, role=Role.MAINTAINER)
