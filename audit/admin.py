@@ -64,12 +64,8 @@ class AuditedAdmin(admin.ModelAdmin):
         return super().log_deletions(request, queryset)
 
 
-@admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
-    list_display = ["at", "organization", "actor", "action", "target", "bytes_freed"]
-    list_filter = ["action", "actor_kind", "organization"]
-    search_fields = ["target", "actor_name"]
-    date_hierarchy = "at"
+class RecordOfWhatHappenedAdmin(admin.ModelAdmin):
+    """Audit entries and lifecycle passes: shown, never added, changed or deleted here."""
 
     def has_add_permission(self, request):
         return False
@@ -81,3 +77,11 @@ class AuditEntryAdmin(admin.ModelAdmin):
         # The record of what happened must not go without a trace: pruning after
         # CACHEWEB_AUDIT_DAYS (audit.tasks.prune) is the only way out.
         return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(RecordOfWhatHappenedAdmin):
+    list_display = ["at", "organization", "actor", "action", "target", "bytes_freed"]
+    list_filter = ["action", "actor_kind", "organization"]
+    search_fields = ["target", "actor_name"]
+    date_hierarchy = "at"

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from audit.admin import AuditedAdmin
+from audit.admin import AuditedAdmin, RecordOfWhatHappenedAdmin
 from retention.models import LifecyclePass, StoragePolicy
 from retention.services import set_storage_policy
 
@@ -32,18 +32,7 @@ class StoragePolicyAdmin(AuditedAdmin):
 
 
 @admin.register(LifecyclePass)
-class LifecyclePassAdmin(admin.ModelAdmin):
+class LifecyclePassAdmin(RecordOfWhatHappenedAdmin):
     list_display = ["started_at", "organization", "dry_run", "run_by", "freed_bytes", "kept", "error"]
     list_filter = ["organization", "dry_run"]
     date_hierarchy = "started_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # The record of what happened must not go without a trace: pruning after
-        # CACHEWEB_AUDIT_DAYS (audit.tasks.prune) is the only way out.
-        return False
