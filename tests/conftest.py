@@ -38,12 +38,29 @@ def live_service(transactional_db):
     service.stop()
 
 
+@pytest.fixture(scope="module")
+def module_live_service(django_db_setup):
+    """One gunicorn for a whole module, on the test DB, for modules whose tests only send
+    requests and read the answers (not the server's log, no settings of their own): a
+    start and stop cost 1.5-3 s. Each test's transactional_db still empties the tables
+    after it; the server's per-process caches are keyed by primary keys, which a flush
+    does not reuse. Such a module overrides live_service with it:
+
+        @pytest.fixture
+        def live_service(module_live_service, transactional_db):
+            return module_live_service
+    """
+    service = LiveService()
+    yield service
+    service.stop()
+
+
 @pytest.fixture
 def celery_worker_process(transactional_db):
     """A real Celery worker consuming the configured broker, on the test DB."""
     worker = CeleryWorker()
     yield worker
-    worker.stop(grace=20)
+    worker.stop()
 
 
 @pytest.fixture

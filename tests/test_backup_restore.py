@@ -44,7 +44,7 @@ def test_blobs_missing_after_a_restore_are_healed(tmp_path, token, org):
         later = simulate(service.url, token, seed=2)
         assert later.layers_uploaded > 0
     finally:
-        worker.stop(grace=20)
+        worker.stop()
         service.stop()
 
     # The disk is lost: the database comes back whole, the blobs from the older copy.
@@ -74,7 +74,7 @@ def test_blobs_missing_after_a_restore_are_healed(tmp_path, token, org):
         # upload their layers again, and the second engine of each pair hits everything.
         healed = simulate(service.url, token, seed=2)
     finally:
-        worker.stop(grace=20)
+        worker.stop()
         service.stop()
     assert healed.exported_records > 0 and healed.layers_uploaded > 0, "\n".join(healed.lines())
     assert healed.hits > 0 and healed.misses == 0, "\n".join(healed.lines())
@@ -104,7 +104,7 @@ def test_an_older_database_over_a_newer_blob_store_gives_no_wrong_hit_and_heals(
     service, worker = LiveService(), CeleryWorker()
     try:
         simulate(service.url, token, seed=1)
-        worker.stop(grace=20)
+        worker.stop()
         service.stop()
         # The nightly database copy...
         call_command("dumpdata", *apps, output=str(backup), verbosity=0)
@@ -115,7 +115,7 @@ def test_an_older_database_over_a_newer_blob_store_gives_no_wrong_hit_and_heals(
         later = simulate(service.url, token, seed=2)
         assert later.layers_uploaded > 0
     finally:
-        worker.stop(grace=20)
+        worker.stop()
         service.stop()
     newer = set(Blob.objects.filter(organization=org, state=BlobState.VERIFIED).values_list("digest", flat=True))
     unknown = newer - known
@@ -140,7 +140,7 @@ def test_an_older_database_over_a_newer_blob_store_gives_no_wrong_hit_and_heals(
         healed = simulate(service.url, token, seed=2)
         again = simulate(service.url, token, seed=2)
     finally:
-        worker.stop(grace=20)
+        worker.stop()
         service.stop()
     lines = "\n".join(healed.lines())
     assert healed.exported_records > 0 and healed.layers_uploaded > 0, lines

@@ -172,5 +172,5 @@ def test_the_worker_survives_redis_blips_and_no_recorded_work_is_lost(transactio
         assert "Unrecoverable error" not in output
         assert output.count("Connection to broker lost") >= 2
     finally:
-        worker.stop(grace=20)
+        worker.stop()
         proxy.close()

@@ -5,6 +5,13 @@ import pytest
 from accounts.models import Engine
 from tests.support import basic, chunked_request, engine_request
 
+
+@pytest.fixture
+def live_service(module_live_service, transactional_db):
+    """The module's one server (tests/conftest.py): these tests only read its answers."""
+    return module_live_service
+
+
 CONFIG = "/magicache/config"
 NS = 10**9
 

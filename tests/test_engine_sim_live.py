@@ -114,7 +114,7 @@ def test_two_engines_through_s3_presigned_urls(seaweedfs, token):  # noqa: F811
                                 scale=8 * 1024, settle_seconds=30))
         summary = "\n".join(report.lines()) + f"\n--- gunicorn ---\n{service.output()[-3000:]}"
     finally:
-        worker.stop(grace=20)
+        worker.stop()
         service.stop()
     assert report.ok and report.misses == 0 and report.hits > 0, summary
     assert report.layers_downloaded > 0 and report.mounts_downloaded >= 1, summary

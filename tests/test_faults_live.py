@@ -257,7 +257,7 @@ def test_postgresql_cut_paused_and_black_holed(org, token):
         assert_log_clean(service, token)
     finally:
         service.stop()
-        worker.stop(grace=20)
+        worker.stop()
         proxy.stop()
 
 
@@ -295,7 +295,7 @@ def test_redis_cut_black_holed_and_paused_costs_no_answer(org, token):
         assert_log_clean(service, token)
     finally:
         service.stop()
-        worker.stop(grace=20)
+        worker.stop()
         proxy.stop()
 
 

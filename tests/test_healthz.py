@@ -185,4 +185,4 @@ def test_real_worker_consumes_rabbitmq(client):
         else:
             pytest.fail("the worker did not run the task:\n" + worker.output()[-3000:])
     finally:
-        worker.stop(grace=20)
+        worker.stop()

@@ -10,6 +10,13 @@ import pytest
 from blobs import signing
 from tests.support import _dechunk, basic
 
+
+@pytest.fixture
+def live_service(module_live_service, transactional_db):
+    """The module's one server (tests/conftest.py): these tests only read its answers."""
+    return module_live_service
+
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DIGEST = "sha256:" + "cd" * 32

@@ -12,6 +12,13 @@ from blobs.storage import get_store
 from mounts.models import CacheMount, MountSnapshot, SnapshotState
 from tests.support import basic, chunked_request
 
+
+@pytest.fixture
+def live_service(module_live_service, transactional_db):
+    """The module's one server (tests/conftest.py): these tests only read its answers."""
+    return module_live_service
+
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NAMES = [

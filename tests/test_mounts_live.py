@@ -160,4 +160,4 @@ def test_s3_upload_is_confirmed_by_the_worker_or_failed_when_it_never_arrives(
         assert mounts["pnpm-store"]["Digest"] == digest
         assert requests.get(mounts["pnpm-store"]["URL"], timeout=30).content == data
     finally:
-        worker.stop(grace=20)
+        worker.stop()

@@ -120,7 +120,7 @@ def front(tmp_path, certificate, monkeypatch):
         yield base, service, nginx
     finally:
         nginx.stop()
-        worker.stop(grace=20)
+        worker.stop()
         service.stop()
 
 

@@ -1,11 +1,18 @@
 """A real-size /records body through gunicorn: chunked, far above Django's 2.5 MB default."""
 
 import orjson
+import pytest
 import requests
 
 from records.models import Record
 from tests.support import LiveService
 from tests.buildkit_oracle import key, link, output_key, random_key_id, result, root_key, sha
+
+
+@pytest.fixture
+def live_service(module_live_service, transactional_db):
+    """The module's one server (tests/conftest.py): these tests only read its answers."""
+    return module_live_service
 
 
 def post_records_chunked(service, token, body):

@@ -20,7 +20,7 @@ from accounts.models import EngineToken, Organization
 from cacheweb.models import WorkerHeartbeat
 from enginesim.scenarios import RunOptions, run
 from tests.s3 import seaweedfs  # noqa: F401  (fixture)
-from tests.support import ROOT, Process, child_env, database_url_for_children, free_port
+from tests.support import ROOT, Process, child_env, database_url_for_children, free_port, stop_all
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,6 +114,5 @@ def test_the_scaling_out_section_as_written(seaweedfs):  # noqa: F811
         health = requests.get(urls[1] + "/healthz", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5)
         assert health.json()["worker"]["last_heartbeat"], health.text
     finally:
-        for node in nodes:
-            node.stop(grace=40)
+        stop_all(nodes, grace=40)
     assert all(node.proc.returncode is not None for node in nodes)
