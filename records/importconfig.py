@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import orjson
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from blobs.services import verified_blob_sizes
+from cacheweb import outbox
 from records.digests import is_digest, is_random
 from records.services import gc_paused
 from records.models import ImportSnapshot, Layer, Record, RecordInput, Result, ResultLayer
@@ -253,6 +255,7 @@ class Built:
     etag: str
     records: int
     layers: int
+    generation: int = 0  # the generation stored with it, once stored
 
 
 def render(organization):
@@ -273,13 +276,14 @@ def claim_lifetime(build_ms):
     return min(BUILD_CLAIM, max(BUILD_CLAIM_MIN, timedelta(milliseconds=3 * build_ms)))
 
 
-def _claim(snapshot):
+def _claim_pk(snapshot_pk):
     """Become the one process building this import: the claim's time, or None if another
-    one is at it."""
+    one is at it (a claim older than claim_lifetime of the last build is a dead one's)."""
     now = timezone.now()
+    build_ms = ImportSnapshot.objects.filter(pk=snapshot_pk).values_list("build_ms", flat=True).first() or 0
     claimed = (
-        ImportSnapshot.objects.filter(pk=snapshot.pk)
-        .filter(Q(building_since__isnull=True) | Q(building_since__lt=now - claim_lifetime(snapshot.build_ms)))
+        ImportSnapshot.objects.filter(pk=snapshot_pk)
+        .filter(Q(building_since__isnull=True) | Q(building_since__lt=now - claim_lifetime(build_ms)))
         .update(building_since=now)
     )
     return now if claimed else None
@@ -301,49 +305,88 @@ def _release(snapshot_pk, claimed_at):
     return False
 
 
-def rebuild(organization, force=False):
-    """Build the import for the generation current now and store it; None when nothing was
-    stored (another process is building, or stored a build at least as new). Safe to run
-    twice: an older build never overwrites a newer one. Unless `force`d, only one process
-    builds at a time, so that engines importing together after a change do not each
-    spend seconds of CPU on the same body."""
+# A builder that finds the generation moved while it built builds again, at most this many
+# times in all; past that (changes arriving faster than builds) it queues the next build
+# rather than hold a worker.
+REBUILD_ROUNDS = 3
+# How often a request waiting for another process's build looks at the snapshot row.
+WAIT_POLL = (0.02, 0.2)
+
+
+def _generations(snapshot_pk):
+    return ImportSnapshot.objects.filter(pk=snapshot_pk).values_list("generation", "built_generation").get()
+
+
+def _store(snapshot_pk, organization, force, rounds):
+    """One claim, up to `rounds` builds: (the last Built stored or None, whether the
+    generation is still ahead of what is stored)."""
+    stored = None
+    for _ in range(rounds):
+        claimed_at = _claim_pk(snapshot_pk)
+        if claimed_at is None and not force:
+            # Another process is building: it looks at the generation again once it has
+            # released its claim, so what made this call is built there.
+            return stored, False
+        try:
+            # Read the generation before the rows: a change made meanwhile bumps it past
+            # what is stored, and is built in the next round.
+            generation, built_generation = _generations(snapshot_pk)
+            if built_generation >= generation and not force:
+                return stored, False
+            started = time.monotonic()
+            built = render(organization)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            with transaction.atomic():
+                updated = ImportSnapshot.objects.filter(pk=snapshot_pk, built_generation__lt=generation).update(
+                    built_generation=generation,
+                    body_gzip=built.gzip,
+                    etag=built.etag,
+                    size=len(built.body),
+                    record_count=built.records,
+                    layer_count=built.layers,
+                    built_at=timezone.now(),
+                    build_ms=elapsed_ms,
+                )
+        finally:
+            if claimed_at is not None:
+                _release(snapshot_pk, claimed_at)
+        log.info(
+            "import built org=%s generation=%s records=%s layers=%s bytes=%s gzip=%s ms=%.0f stored=%s",
+            organization.slug,
+            generation,
+            built.records,
+            built.layers,
+            len(built.body),
+            len(built.gzip),
+            elapsed_ms,
+            bool(updated),
+        )
+        if updated:
+            built.generation = generation
+            stored = built
+        force = False
+        # Read after the release: a change whose task found the claim held (and so built
+        # nothing) was committed before that, and is seen here.
+        generation, built_generation = _generations(snapshot_pk)
+        if built_generation >= generation:
+            return stored, False
+    return stored, True
+
+
+def rebuild(organization, force=False, rounds=REBUILD_ROUNDS):
+    """Build the import for the generation current now and store it; the last Built
+    stored, or None when nothing was (another process is building, or the stored body
+    is current). Safe to run twice: an older build never overwrites a newer one. Unless
+    `force`d, only one process builds at a time, so that engines importing together after
+    a change do not each spend seconds of CPU on the same body; changes committed while it
+    builds are folded into its next round (up to `rounds` builds, then a queued task)."""
     snapshot, _ = ImportSnapshot.objects.get_or_create(organization=organization)
-    claimed_at = _claim(snapshot)
-    if claimed_at is None and not force:
-        return None
-    try:
-        # Read the generation before the rows: a change made meanwhile bumps it past what
-        # we store, and the next request rebuilds.
-        generation = ImportSnapshot.objects.filter(pk=snapshot.pk).values_list("generation", flat=True).get()
-        started = time.monotonic()
-        built = render(organization)
-        elapsed_ms = (time.monotonic() - started) * 1000
-        with transaction.atomic():
-            updated = ImportSnapshot.objects.filter(pk=snapshot.pk, built_generation__lt=generation).update(
-                built_generation=generation,
-                body_gzip=built.gzip,
-                etag=built.etag,
-                size=len(built.body),
-                record_count=built.records,
-                layer_count=built.layers,
-                built_at=timezone.now(),
-                build_ms=elapsed_ms,
-            )
-    finally:
-        if claimed_at is not None:
-            _release(snapshot.pk, claimed_at)
-    log.info(
-        "import built org=%s generation=%s records=%s layers=%s bytes=%s gzip=%s ms=%.0f stored=%s",
-        organization.slug,
-        generation,
-        built.records,
-        built.layers,
-        len(built.body),
-        len(built.gzip),
-        elapsed_ms,
-        bool(updated),
-    )
-    return built if updated else None
+    stored, behind = _store(snapshot.pk, organization, force, rounds)
+    if behind:
+        from records.tasks import rebuild_import
+
+        outbox.enqueue(rebuild_import, [organization.pk])
+    return stored
 
 
 # The last bodies this process served, by organization: (etag, gzip body). Checking that
@@ -352,40 +395,97 @@ _served = {}
 SERVED_CACHE_ORGS = 16
 
 
-def current(organization):
-    """(gzip body, etag) of the organization's current import, rebuilding it if stale."""
-    state = (
+def _state(organization):
+    return (
         ImportSnapshot.objects.filter(organization=organization)
         .values_list("generation", "built_generation", "etag")
         .first()
     )
-    if state is not None and state[0] == state[1] and state[2]:
-        cached = _served.get(organization.pk)
-        if cached is not None and cached[0] == state[2]:
-            return cached[1], cached[0]
-        body = ImportSnapshot.objects.filter(organization=organization).values_list("body_gzip", flat=True).first()
-        if body:
-            _remember(organization.pk, state[2], bytes(body))
-            return bytes(body), state[2]
-    # With a body stored, a build in progress elsewhere is awaited by serving that body
-    # (valid, if one change behind); with none, build here.
-    has_body = state is not None and bool(state[2])
+
+
+def _stored_body(organization, etag):
+    cached = _served.get(organization.pk)
+    if cached is not None and cached[0] == etag:
+        return cached[1], etag
+    row = ImportSnapshot.objects.filter(organization=organization).values_list("body_gzip", "etag").first()
+    if row is None or not row[0]:
+        return None
+    _remember(organization.pk, row[1], bytes(row[0]))
+    return bytes(row[0]), row[1]
+
+
+def _wait(seconds):
+    """Pause while another process builds (a function of its own, for tests to watch)."""
+    time.sleep(seconds)
+
+
+def current(organization):
+    """(gzip body, etag) of the organization's current import.
+
+    Fresh: the body served includes every change committed before this call read the
+    generation (an engine's /layers answered 200 before it asked /import). A stale body is
+    rebuilt here, or, while another process builds, that build is waited for, at most
+    settings.IMPORT_WAIT seconds; past that the last good body is served (and logged)."""
+    state = _state(organization)
+    if state is None or not state[2]:
+        return _first_build(organization)
+    wanted = state[0]
+    deadline = time.monotonic() + settings.IMPORT_WAIT
+    poll = WAIT_POLL[0]
+    while True:
+        if state[1] >= wanted and state[2]:
+            served = _stored_body(organization, state[2])
+            if served is not None:
+                return served
+        try:
+            built = rebuild(organization, rounds=1)
+        except InvalidConfig:
+            log.exception("import of org=%s is invalid; serving the last good one", organization.slug)
+            return _last_good(organization)
+        if built is not None and built.generation >= wanted:
+            _remember(organization.pk, built.etag, built.gzip)
+            return built.gzip, built.etag
+        state = _state(organization)
+        if state is None or not state[2]:
+            return _first_build(organization)
+        if state[1] >= wanted:
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.warning(
+                "import of org=%s: generation %s not built within CACHEWEB_IMPORT_WAIT=%ss (stored: %s); "
+                "serving the last good body",
+                organization.slug,
+                wanted,
+                settings.IMPORT_WAIT,
+                state[1],
+            )
+            return _last_good(organization)
+        _wait(min(poll, left))
+        poll = min(poll * 2, WAIT_POLL[1])
+
+
+def _first_build(organization):
+    """No body stored yet: build here, whoever else is at it (nothing to serve meanwhile)."""
     try:
-        built = rebuild(organization, force=not has_body)
+        built = rebuild(organization, force=True, rounds=1)
     except InvalidConfig:
-        # Only hand-edited rows can get here. Whatever the engine gets must parse: the
-        # last good body if there is one, else an empty cache.
         log.exception("import of org=%s is invalid; serving the last good one", organization.slug)
-        snapshot = ImportSnapshot.objects.filter(organization=organization).first()
-        if snapshot is not None and snapshot.body_gzip and snapshot.etag:
-            return bytes(snapshot.body_gzip), snapshot.etag
-        return gzip.compress(EMPTY_CONFIG, GZIP_LEVEL, mtime=0), '"empty"'
+        return _last_good(organization)
     if built is None:
-        # Another process is building, or stored a build at least as new meanwhile.
-        snapshot = ImportSnapshot.objects.get(organization=organization)
-        return bytes(snapshot.body_gzip), snapshot.etag
+        # Another process stored a build at least as new meanwhile.
+        return _last_good(organization)
     _remember(organization.pk, built.etag, built.gzip)
     return built.gzip, built.etag
+
+
+def _last_good(organization):
+    """Whatever the engine gets must parse: the stored body if there is one (only
+    hand-edited rows make a build invalid), else an empty cache."""
+    snapshot = ImportSnapshot.objects.filter(organization=organization).values_list("body_gzip", "etag").first()
+    if snapshot is not None and snapshot[0] and snapshot[1]:
+        return bytes(snapshot[0]), snapshot[1]
+    return gzip.compress(EMPTY_CONFIG, GZIP_LEVEL, mtime=0), '"empty"'
 
 
 def _remember(organization_id, etag, body):
