@@ -6,12 +6,15 @@ record under its digest (a second one with that digest replaces the first), drop
 `random:` digests, and fails the whole import on a layer without diffID, an index out of
 range or a loop.
 Identities make root digests unique and loops impossible, and `random:` keys are never
-stored; `check_config` still verifies the output before it is served.
+stored; the build still checks all of that (and every digest) as it goes, so that rows
+edited by hand never reach an engine; `check_config` states the same rules on a finished
+config.
 """
 
 import gzip
 import hashlib
 import logging
+import re
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from blobs.services import verified_blob_sizes
+from blobs.models import Blob, BlobState
 from cacheweb import outbox
 from records.digests import is_digest, is_random
 from records.services import gc_paused
@@ -87,37 +90,63 @@ def _results_with_chains(organization):
         """,
         org,
     )
+    # A layer the engine cannot download fails the build that uses it: only layers whose
+    # blob this organization holds verified, with the layer's size, in the same read. The
+    # database's verdict is the whole check: a file lost from the built-in store is found
+    # (and its results dropped, the generation bumped) when it is next asked for or
+    # verified (blobs.services), and blobs/identity.py makes sure the store is the one
+    # these rows describe. No HEAD either: pending S3 blobs are confirmed before /layers
+    # accepts a result that uses them.
     layers = {
         row[0]: row[1:]
         for row in _query(
-            f"SELECT id, digest, media_type, size, diff_id, {_utc_text('created_at')} "
-            f"FROM {Layer._meta.db_table} WHERE organization_id = %s",
-            org,
+            f"SELECT l.id, l.digest, l.media_type, l.size, l.diff_id, {_utc_text('l.created_at')} "
+            f"FROM {Layer._meta.db_table} l JOIN {Blob._meta.db_table} b "
+            "ON b.organization_id = l.organization_id AND b.digest = l.digest "
+            "WHERE l.organization_id = %s AND b.state = %s AND b.size = l.size",
+            [organization.pk, BlobState.VERIFIED],
         )
     }
     chains = defaultdict(dict)
+    unusable = set()
     for result_id, position, layer_id in links:
-        chains[result_id][position] = layers[layer_id]
-    # A layer the engine cannot download fails the build that uses it.
-    present = verified_blob_sizes(organization, {layer[0] for chain in chains.values() for layer in chain.values()})
+        layer = layers.get(layer_id)
+        if layer is None:
+            unusable.add(result_id)
+        else:
+            chains[result_id][position] = layer
     chosen = {}
     newest = {}
     for result_id, record_id, created_at, exported_at in results:
         chain = chains.get(result_id)
-        if not chain or len(chain) != max(chain) + 1:
-            continue
-        if any(present.get(layer[0]) != layer[2] for layer in chain.values()):
+        if not chain or result_id in unusable or len(chain) != max(chain) + 1:
             continue
         # SQLite's text drops a zero fraction: pad it so that text order is time order.
         rank = (exported_at if "." in exported_at else exported_at[:-1] + ".000000Z", result_id)
         if record_id not in newest or rank > newest[record_id]:
             newest[record_id] = rank
-            chosen[record_id] = ([chain[n] for n in range(len(chain))], created_at)
-    return chosen
+            chosen[record_id] = (chain, created_at)
+    return {record_id: ([chain[n] for n in range(len(chain))], created_at) for record_id, (chain, created_at) in chosen.items()}
+
+
+# What buildkit's digest parser takes, for many digests at once: one regex pass over
+# them joined by newlines instead of a call per digest.
+_DIGEST_LINES = re.compile(r"(?:(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})\n)*")
+
+
+def _all_digests(values):
+    values = list(values)
+    return not values or (
+        all(type(value) is str for value in values)
+        and _DIGEST_LINES.fullmatch("\n".join(values) + "\n") is not None
+    )
 
 
 def build_config(organization):
-    """The config as a dict, deterministic for the same stored rows."""
+    """The config as a dict, deterministic for the same stored rows. Raises InvalidConfig
+    where buildkit's ParseConfig would refuse it (possible only with rows edited by hand):
+    the arrays are checked as they are built, against the rules check_config states on a
+    finished config, instead of walking the config again."""
     results = _results_with_chains(organization)
 
     inputs = defaultdict(list)
@@ -149,7 +178,7 @@ def build_config(organization):
     position = {record_id: n for n, record_id in enumerate(order)}
 
     # One layer entry per distinct chain prefix; sorting the prefixes puts every parent
-    # before its children.
+    # before its children, so parents always point back and never loop.
     prefixes = {}
     top_prefix = {}
     for record_id, (chain, _) in results.items():
@@ -171,28 +200,75 @@ def build_config(organization):
                 "annotations": {"mediaType": media_type, "diffID": diff_id, "size": size, "createdAt": created_at},
             }
         )
+    rows_of_layers = list(prefixes.values())
+    if not _all_digests([row[0] for row in rows_of_layers]) or not _all_digests([row[3] for row in rows_of_layers]):
+        bad = next(n for n, layer in enumerate(layers) if not is_digest(layer["blob"]) or not is_digest(layer["annotations"]["diffID"]))
+        raise InvalidConfig(f"layer {bad} lacks a blob digest or diffID")
 
     records = []
+    roots = set()
+    # Input edges by position, for the loop check: links always point into `records`
+    # (built from `position`), but rows edited by hand can still make a cycle.
+    sources = []
     no_inputs = ()
     for record_id in order:
         digest, _, input_count = rows[record_id]
+        if digest.startswith("random:"):
+            raise InvalidConfig(f"record {len(records)} has a random digest")
         record = {"digest": digest}
-        if input_count:
+        entries = inputs.get(record_id, no_inputs) if input_count else no_inputs
+        if input_count == 1 and len(entries) == 1 and entries[0][0] == 0 and entries[0][2] in position:
+            # Most records: one input, one alternative.
+            link = position[entries[0][2]]
+            sources.append((link,))
+            record["inputs"] = [[{"selector": entries[0][1], "link": link}]]
+        elif input_count:
             by_index = [[] for _ in range(input_count)]
-            for index, selector, source_id in inputs.get(record_id, no_inputs):
+            for index, selector, source_id in entries:
                 if index < input_count and source_id in position:
                     by_index[index].append((position[source_id], selector))
+            links = set()
             for alternatives in by_index:
+                if not alternatives:
+                    raise InvalidConfig(f"record {len(records)} has an input without alternatives")
                 if len(alternatives) > 1:
                     alternatives.sort()
+                    links.update(link for link, _ in alternatives)
+                else:
+                    links.add(alternatives[0][0])
+            sources.append(links)
             record["inputs"] = [
                 [{"selector": selector, "link": link} for link, selector in alternatives] for alternatives in by_index
             ]
+        else:
+            if digest in roots:
+                raise InvalidConfig(f"root digest {digest} appears twice")
+            roots.add(digest)
+            sources.append(no_inputs)
         result = results.get(record_id)
         if result is not None:
             record["layers"] = [{"layer": prefix_index[top_prefix[record_id]], "createdAt": result[1]}]
         records.append(record)
+    _check_acyclic(sources)
     return {"layers": layers, "records": records}
+
+
+def _check_acyclic(sources):
+    """InvalidConfig unless following `sources` (per record, the positions it links to)
+    always ends: Kahn's algorithm over positions."""
+    waiting = [len(links) for links in sources]
+    users = [[] for _ in sources]
+    for n, links in enumerate(sources):
+        for source in links:
+            users[source].append(n)
+    queue = [n for n, count in enumerate(waiting) if not count]
+    for n in queue:  # grows as it goes
+        for user in users[n]:
+            waiting[user] -= 1
+            if not waiting[user]:
+                queue.append(user)
+    if len(queue) != len(sources):
+        raise InvalidConfig(f"{len(sources) - len(queue)} records are in or behind a loop")
 
 
 def check_config(config):
@@ -260,8 +336,7 @@ class Built:
 
 def render(organization):
     with gc_paused():
-        config = build_config(organization)
-        check_config(config)
+        config = build_config(organization)  # checked as it is built
         body = orjson.dumps(config)
     return Built(
         body=body,

@@ -4,6 +4,7 @@ import logging
 import threading
 import time
 
+import pytest
 from django.db import connections
 from django.db.models import F
 from django.utils import timezone
@@ -156,3 +157,35 @@ def test_a_builder_that_keeps_being_overtaken_queues_the_rest(client, org, token
     assert len(calls) == importconfig.REBUILD_ROUNDS
     assert queued == [("records.tasks.rebuild_import", [org.pk])]
     assert ImportSnapshot.objects.get(organization=org).building_since is None
+
+
+def test_the_build_checks_what_check_config_checks(client, org, token):
+    """render no longer runs check_config: the build refuses the same rows by itself."""
+    from records.models import Layer, Record, RecordInput
+    from tests.buildkit_oracle import link, random_key_id
+    from tests.test_import import EXEC
+
+    k = random_key_id()
+    export(client, org, token, [key(IMAGE, result("img")), key(k, result("e"))],
+           [link(k, IMAGE, 0, EXEC)], {"img": ["a"], "e": ["a", "b"]})
+    config = importconfig.build_config(org)
+    importconfig.check_config(config)
+    assert len(config["records"]) == 2 and len(config["layers"]) == 2
+
+    Layer.objects.filter(organization=org, digest=sha("b")).update(diff_id="")
+    with pytest.raises(importconfig.InvalidConfig, match="diffID"):
+        importconfig.build_config(org)
+    Layer.objects.filter(organization=org, digest=sha("b")).update(diff_id=sha("diff"))
+    image, execution = Record.objects.get(digest=IMAGE), Record.objects.get(digest=EXEC)
+    RecordInput.objects.filter(record=execution).delete()
+    with pytest.raises(importconfig.InvalidConfig, match="without alternatives"):
+        importconfig.build_config(org)
+    RecordInput.objects.create(organization=org, record=execution, index=0, selector="", source=image)
+    RecordInput.objects.create(organization=org, record=image, index=0, selector="", source=execution)
+    Record.objects.filter(pk=image.pk).update(input_count=1)
+    with pytest.raises(importconfig.InvalidConfig, match="loop"):
+        importconfig.build_config(org)
+    Record.objects.filter(pk=image.pk).update(input_count=0, digest="random:" + "0" * 64)
+    RecordInput.objects.filter(record=image).delete()
+    with pytest.raises(importconfig.InvalidConfig, match="random"):
+        importconfig.build_config(org)
