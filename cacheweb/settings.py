@@ -282,6 +282,11 @@ DEFAULT_IMPORT_PERIOD = env_int("CACHEWEB_IMPORT_PERIOD", 300, minimum=1)
 DEFAULT_EXPORT_PERIOD = env_int("CACHEWEB_EXPORT_PERIOD", 300, minimum=1)
 DEFAULT_EXPORT_TIMEOUT = env_int("CACHEWEB_EXPORT_TIMEOUT", 600, minimum=1)
 
+# The longest an /import waits (seconds) for a build of its organization's import in
+# progress elsewhere when the stored body is older than the changes it must include;
+# past it, the last good body is served (and logged).
+IMPORT_WAIT = env_int("CACHEWEB_IMPORT_WAIT", 10, minimum=0)
+
 # Engine request bodies (JSON) above this many bytes get 413.
 MAX_ENGINE_BODY = env_int("CACHEWEB_MAX_ENGINE_BODY", 256 * 1024 * 1024, minimum=1024)
 

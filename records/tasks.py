@@ -13,7 +13,9 @@ INDEX_LAYER = "records.tasks.index_layer_contents"
 @outbox.tracked(lambda organization_id: outbox.task_key(REBUILD, organization_id))
 def rebuild_import(organization_id):
     """Precompute an organization's /import after a change. Safe to run twice: a build
-    for an older generation never overwrites a newer one."""
+    for an older generation never overwrites a newer one. While another process builds it
+    this does nothing: that builder looks at the generation again after its build and
+    folds this change into its next round (importconfig.rebuild)."""
     organization = Organization.objects.filter(pk=organization_id).first()
     if organization is not None:
         importconfig.rebuild(organization)

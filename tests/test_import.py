@@ -360,7 +360,8 @@ def test_result_with_a_missing_layer_row_is_left_out(client, org, token):
     assert get_import(client, token) == {"layers": [], "records": []}
 
 
-def test_one_builder_at_a_time_others_serve_the_stored_body(client, org, token):
+def test_one_builder_at_a_time_others_serve_the_stored_body(client, org, token, settings):
+    settings.IMPORT_WAIT = 0  # tests/test_import_fresh.py waits for the build
     export(client, org, token, [key(IMAGE, result("r"))], [], {"r": ["base"]})
     first = get_import(client, token)
     k = random_key_id()
@@ -417,7 +418,8 @@ def test_deleting_a_layer_by_hand_makes_its_results_asked_for_again(client, org,
     assert [entry["CacheRefID"] for entry in asked] == ["exec"]
 
 
-def test_a_database_error_during_a_build_never_leaves_the_claim_held(transactional_db, client, org, token, monkeypatch):
+def test_a_database_error_during_a_build_never_leaves_the_claim_held(transactional_db, client, org, token, monkeypatch, settings):
+    settings.IMPORT_WAIT = 0
     from django.db import OperationalError
     from django.utils import timezone
 
