@@ -194,3 +194,39 @@ def test_a_long_wait_for_results_is_not_kept(client, org, token, monkeypatch):
     monkeypatch.setattr(exportstate, "MAX_WANTED", 4)
     assert post_records(client, token, keys, links).status_code == 200
     assert len(EngineExportState.objects.get().wanted) == 4
+
+
+def test_rows_mapped_at_the_same_generation_are_not_looked_up_again(
+    client, org, token, builtin, monkeypatch, django_capture_on_commit_callbacks
+):
+    from records import bulk
+
+    looked_up = []
+    real = bulk.records_by_identity
+
+    def counted(organization_id, identities):
+        looked_up.append(len(list(identities)))
+        return real(organization_id, identities)
+
+    monkeypatch.setattr(bulk, "records_by_identity", counted)
+    keys, links = build()
+    with django_capture_on_commit_callbacks(execute=True):
+        first = post_records(client, token, keys, links).json()["ExportRecords"]
+    assert len(first) == 4 and looked_up == [4, 4]  # the graph, then the rows inserted
+    new_id = random_key_id()
+    grown_keys, grown_links = keys + [key(new_id, result("ref-new"))], links + [
+        link(new_id, IMAGE, 0, output_key(sha("exec new")))
+    ]
+    looked_up.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        grown = post_records(client, token, grown_keys, grown_links).json()["ExportRecords"]
+    assert looked_up == [1, 1]  # only the new record's identity
+    assert [e["CacheRefID"] for e in grown] == ["ref-new"]
+    # A result delivered: the generation moved, every row is read again.
+    deliver(client, org, token, [e["Digest"] for e in first], "layer")
+    looked_up.clear()
+    grown_keys.append(key(random_key_id(), result("ref-newer")))
+    with django_capture_on_commit_callbacks(execute=True):
+        after = post_records(client, token, grown_keys, grown_links).json()["ExportRecords"]
+    assert looked_up == [5]
+    assert after == []  # the new key has no links and a random ID: not a record
