@@ -281,8 +281,15 @@ def drop_copy_tables():
         cursor.execute("DROP TABLE IF EXISTS bench_input")
 
 
-def records_floor(organization_id, body, plan, graph=None):
-    """Seconds of the floor for posting `body` (with `graph`: a first post, COPY included)."""
+def records_floor(meter, organization_id, body, plan, graph=None):
+    """(seconds, cpu-seconds) of the floor for posting `body` (with `graph`: a first post,
+    COPY included); cpu is this process's plus the database backends'."""
+    before = meter.sample()
+    wall = _records_floor(organization_id, body, plan, graph)
+    return wall, CPUMeter.delta(before, meter.sample())
+
+
+def _records_floor(organization_id, body, plan, graph):
     from django.db import transaction
 
     started = time.monotonic()
@@ -299,8 +306,18 @@ def records_floor(organization_id, body, plan, graph=None):
     return time.monotonic() - started
 
 
-def line(label, seconds, floor, extra=""):
-    print(f"{label:<34} {seconds:7.3f} s   floor {floor:7.3f} s   ratio {seconds / floor:5.2f}x{extra}")
+def line(label, seconds, floor, cpu=None, floor_cpu=None, extra=""):
+    text = f"{label:<33} {seconds:6.3f} s  floor {floor:6.3f} s  ratio {seconds / floor:5.2f}x"
+    if cpu is not None:
+        text += f" | cpu {cpu:6.3f} s  floor {floor_cpu:6.3f} s  ratio {cpu / floor_cpu:5.2f}x"
+    print(text + extra)
+
+
+def runs(label, pairs, extra=""):
+    """Medians of [(post wall, post cpu, floor wall, floor cpu)], each floor timed beside its post."""
+    med = [statistics.median(p[i] for p in pairs) for i in range(4)]
+    line(label, med[0], med[2], med[1], med[3], f"{extra} (median of {len(pairs)})")
+    return med
 
 
 def main():
@@ -380,9 +397,9 @@ def main():
             response.raise_for_status()
             return elapsed, CPUMeter.delta(before, served.sample()), len(response.json()["ExportRecords"])
 
-        first_floor = records_floor(org.pk, body, plan, graph)
+        first_floor, first_floor_cpu = records_floor(here, org.pk, body, plan, graph)
         first, first_cpu, asked = post_records(body)
-        line("first /records post", first, first_floor, f"   (cpu {first_cpu:.2f} s, ExportRecords {asked})")
+        line("first /records post", first, first_floor, first_cpu, first_floor_cpu, f"  ExportRecords {asked}")
 
         # Results for the keys that have them, through the service (not timed): the
         # endpoint would need one export round per EXPORT_RECORDS_MAX records.
@@ -420,32 +437,23 @@ def main():
         answer, _ = services.update_layers(org, token_row, {"UpdatedRecords": updated})
         print(f"(setup) {len(answer['Accepted'])} results attached")
 
-        floors = [records_floor(org.pk, body, plan) for _ in range(args.cached_runs)]
-        floor = statistics.median(floors)
-        changed, changed_cpu, asked = post_records(body)
-        line("same body, results changed since", changed, floor, f"   (cpu {changed_cpu:.2f} s, ExportRecords {asked})")
-        steady = [post_records(body) for _ in range(args.cached_runs)]
-        steady_s = statistics.median(s for s, _, _ in steady)
-        steady_cpu = statistics.median(c for _, c, _ in steady)
-        line(
-            "identical re-post (steady)", steady_s, floor,
-            f"   (cpu {steady_cpu:.3f} s, ExportRecords {steady[-1][2]}, median of {len(steady)})",
-        )
+        def with_floor(data, data_plan):
+            wall, cpu, asked = post_records(data)
+            return (wall, cpu, *records_floor(here, org.pk, data, data_plan)), asked
+
+        changed, asked = with_floor(body, plan)
+        changed_cpu = changed[1]
+        line("same body, results changed since", *changed[:1], changed[2], changed[1], changed[3], f"  ExportRecords {asked}")
+        steady = [with_floor(body, plan) for _ in range(args.cached_runs)]
+        steady_cpu = runs("identical re-post (steady)", [p for p, _ in steady], f"  ExportRecords {steady[-1][1]}")[1]
 
         new_runs = []
         for n in range(args.cached_runs):
             grown = with_new_keys(payload, 0.01, n)
             grown_body = orjson.dumps(grown) + b"\n"
             _, grown_plan = hashing_plan(grown)
-            grown_floor = records_floor(org.pk, grown_body, grown_plan)
-            new_runs.append((*post_records(grown_body), grown_floor))
-        new_s = statistics.median(s for s, _, _, _ in new_runs)
-        new_floor = statistics.median(f for _, _, _, f in new_runs)
-        new_cpu = statistics.median(c for _, c, _, _ in new_runs)
-        line(
-            "re-post with 1 % new keys", new_s, new_floor,
-            f"   (cpu {new_cpu:.2f} s, ExportRecords {new_runs[-1][2]}, median of {len(new_runs)})",
-        )
+            new_runs.append(with_floor(grown_body, grown_plan))
+        runs("re-post with 1 % new keys", [p for p, _ in new_runs], f"  ExportRecords {new_runs[-1][1]}")
 
         rebuilds = []
         for _ in range(args.cached_runs):
@@ -460,15 +468,13 @@ def main():
         config = orjson.loads(gzip.decompress(bytes(snapshot.body_gzip)))
         rebuild_floors = []
         for _ in range(args.cached_runs):
-            started = time.monotonic()
+            started, cpu_started = time.monotonic(), time.process_time()
             gzip.compress(orjson.dumps(config), 1)
-            rebuild_floors.append(time.monotonic() - started)
-        rebuild_s = statistics.median(s for s, _ in rebuilds)
-        rebuild_cpu = statistics.median(c for _, c in rebuilds)
-        line(
-            "/import rebuild", rebuild_s, statistics.median(rebuild_floors),
-            f"   (cpu {rebuild_cpu:.2f} s; {len(config['records'])} records, {len(config['layers'])} layers)",
-        )
+            rebuild_floors.append((time.monotonic() - started, time.process_time() - cpu_started))
+        pairs = [(*r, *f) for r, f in zip(rebuilds, rebuild_floors)]
+        rebuild_cpu = runs(
+            "/import rebuild", pairs, f"  {len(config['records'])} records, {len(config['layers'])} layers"
+        )[1]
 
         budget = args.cores * args.period
         print(
