@@ -204,3 +204,34 @@ class ImportSnapshot(models.Model):
     @property
     def current(self):
         return self.built_generation == self.generation and bool(self.body_gzip)
+
+
+class EngineExportState(models.Model):
+    """What the last /records analysis of one engine derived, to answer the same post again.
+
+    An engine posts its whole key graph every export period, mostly unchanged. When the
+    body is byte for byte the last one (`body_digest`) and the organization's records
+    changed no result since (`generation` is ImportSnapshot.generation then), the
+    analysis would give the same again: only the records still waiting for a result
+    (`wanted`, kept only while short) go through the export bookkeeping again.
+    """
+
+    token = models.ForeignKey(EngineToken, on_delete=models.CASCADE, related_name="+")
+    # accounts.Engine pk of the attributed engine, 0 when unknown; a plain number so
+    # that an unknown engine is one row, not NULLs the unique constraint lets repeat.
+    engine_ref = models.BigIntegerField(default=0)
+    body_digest = models.CharField(max_length=64)
+    generation = models.BigIntegerField()
+    # [[record id, identity, ref id, created_at (ISO), description], ...]
+    wanted = models.JSONField(default=list)
+    stats = models.JSONField(default=dict, help_text="records.graph.Graph.stats() of the post")
+    shared = models.PositiveIntegerField(default=0, help_text="records.services.shared_steps of the post")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["token", "engine_ref"], name="engine_export_state_unique")
+        ]
+
+    def __str__(self):
+        return f"export state of token {self.token_id} engine {self.engine_ref}"

@@ -19,7 +19,7 @@ from accounts.models import Engine
 from blobs.models import Blob, BlobState
 from blobs.services import verified_blob_sizes
 from cacheweb import outbox
-from records import bulk
+from records import bulk, exportstate, rowmemo
 from records import graph as graphlib
 from records.digests import is_digest, parse_time
 from records.models import ImportSnapshot, Layer, PendingExport, Record, Result, ResultLayer
@@ -72,31 +72,58 @@ def gc_paused():
 # ---- /records ---------------------------------------------------------------------------
 
 
-def update_records(organization, token, body, now=None, engine_ref=None):
+def recall_records(organization, token, digest, now=None, engine_ref=None):
+    """Answer an engine's post whose body (fingerprint `digest`, see exportstate) is its
+    last one, with no result changed in the organization since: the same as
+    update_records would, without parsing or analysing it again. None when that does
+    not hold and the body must go through update_records."""
+    remembered = exportstate.recall(organization, token, engine_ref, digest)
+    if remembered is None:
+        return None
+    now = now or timezone.now()
+    if remembered.dropped:
+        _log_dropped(organization, remembered)
+    with transaction.atomic():
+        export = _ask_for_exports(organization, token, remembered, remembered.rows, now)
+    return export, remembered, remembered.shared
+
+
+def _log_dropped(organization, graph):
+    log.warning(
+        "records org=%s dropped keys: %s",
+        organization.slug,
+        ", ".join(f"{reason}={n}" for reason, n in sorted(graph.dropped.items())),
+    )
+
+
+def update_records(organization, token, body, now=None, engine_ref=None, digest=None):
     """Store an engine's key graph and say which results to export.
 
     Returns (ExportRecords entries, Graph, shared steps: how many of the keys it reported
     with a result were not asked for because another engine had exported them; see
     shared_steps; `engine_ref` is the reporting engine's pk when known). Raises graph.PayloadError for a body that is
     not a /records payload; graph defects only drop the keys concerned. `body` (the
-    decoded JSON object) is emptied once parsed, to free its memory early.
+    decoded JSON object) is emptied once parsed, to free its memory early. With the
+    body's fingerprint `digest`, what the analysis derived is kept for recall_records.
     """
     now = now or timezone.now()
+    # Read before any row is: a result changing after it sends the next post through
+    # the analysis again (exportstate.recall).
+    generation_seen = exportstate.generation(organization)
     payload = graphlib.parse_payload(body)
     # The decoded JSON is several times the size of the body; nothing needs it any more.
     body.clear()
     graph = graphlib.analyse(payload)
     del payload
     if graph.dropped:
-        log.warning(
-            "records org=%s dropped keys: %s",
-            organization.slug,
-            ", ".join(f"{reason}={n}" for reason, n in sorted(graph.dropped.items())),
-        )
+        _log_dropped(organization, graph)
     with transaction.atomic():
-        rows = _store_records(organization, graph, now)
+        rows = _store_records(organization, graph, now, generation_seen)
         export = _ask_for_exports(organization, token, graph, rows, now)
+        transaction.on_commit(lambda: rowmemo.remember(organization.pk, generation_seen, rows))
     shared = shared_steps(token, engine_ref, [rows[identity][0] for identity in graph.results if rows[identity][1]])
+    if digest is not None:
+        exportstate.remember(token, engine_ref, digest, generation_seen, graph, rows, shared)
     return export, graph, shared
 
 
@@ -110,12 +137,15 @@ def shared_steps(token, engine_ref, record_ids):
     return bulk.results_exported_by_others(record_ids, engine_ref, token.pk if token is not None else None)
 
 
-def _store_records(organization, graph, now):
-    """Insert the records and inputs not stored yet; {identity: (id, has_result)} for all."""
-    rows = bulk.records_by_identity(organization.pk, graph.records)
+def _store_records(organization, graph, now, generation):
+    """Insert the records and inputs not stored yet; {identity: (id, has_result)} for all.
+    Rows this process mapped at the same `generation` are not looked up again (rowmemo)."""
+    rows, unknown = rowmemo.known(organization.pk, generation, graph.records)
+    if unknown:
+        rows.update(bulk.records_by_identity(organization.pk, unknown))
     # Sorted: engines posting the same new graph at once then insert in the same order,
     # and one waits for the other instead of deadlocking.
-    missing = sorted(identity for identity in graph.records if identity not in rows)
+    missing = sorted(identity for identity in unknown if identity not in rows)
     if not missing:
         return rows
     bulk.insert_records(

@@ -97,6 +97,15 @@ def _forget_engine_guesses():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _forget_record_rows():
+    """Record rows are remembered per process (records.rowmemo) for the same reason."""
+    from records import rowmemo
+
+    rowmemo.forget_all()
+    yield
+
+
 @pytest.fixture
 def fresh_use_counts():
     """Blob use counts are buffered per process; rows from an earlier test may share ids."""
