@@ -131,10 +131,23 @@ def main():
 
             with CaptureQueriesContext(connection) as queries:
                 bulk.records_by_identity(org.pk, list(graph.records)[:20_000])
+            some = ",".join(str(n) for n in range(1, 2000, 7))
+            # The lookup of /records, then what the import, eviction and organization
+            # deletion ask of the tables that lost an index.
+            plans = [
+                queries.captured_queries[-1]["sql"],
+                f"SELECT id, digest, input_count FROM records_record WHERE organization_id = {org.pk}",
+                f'SELECT record_id, "index", selector, source_id FROM records_recordinput WHERE organization_id = {org.pk}',
+                f"SELECT id FROM records_recordinput WHERE record_id IN ({some})",
+                f"SELECT id FROM records_recordinput WHERE source_id IN ({some})",
+                f"SELECT id FROM records_result WHERE record_id IN ({some})",
+                f"SELECT id FROM records_resultlayer WHERE result_id IN ({some})",
+            ]
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE")
-                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + queries.captured_queries[-1]["sql"])
-                print("\n".join(row[0] for row in cursor.fetchall()))
+                for sql in plans:
+                    cursor.execute("EXPLAIN " + sql)
+                    print(sql[:100] + "\n   " + "\n   ".join(row[0] for row in cursor.fetchall()))
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT c, pg_total_relation_size(c), pg_indexes_size(c) FROM unnest(%s::regclass[]) c",
