@@ -3,13 +3,16 @@
 A /records post carries tens of thousands of keys, every export period. Django's
 bulk_create builds one parameter per value and spends seconds compiling SQL, so these few
 statements are written for each database: on PostgreSQL a whole column travels as one
-array parameter (unnest / = ANY); on SQLite, whose statements take at most 999 variables,
-executemany and IN batches do the work.
+array parameter (= ANY) and new rows arrive by COPY; on SQLite, whose statements take at
+most 999 variables, executemany and IN batches do the work.
+
+Identities are "sha256:<hex>" strings here as everywhere in Python; the column holds
+their 32 bytes (records.fields), converted at this edge.
 """
 
-import orjson
-from django.db import connection
+from django.db import connection, transaction
 
+from records.fields import SCHEME, is_sha256, to_bytes
 from records.models import PendingExport, Record, RecordInput
 
 SQLITE_BATCH = 900
@@ -18,6 +21,7 @@ POSTGRES_BATCH = 20_000
 _RECORD = Record._meta.db_table
 _PENDING = PendingExport._meta.db_table
 _INPUT = RecordInput._meta.db_table
+SCHEME_LENGTH = len(SCHEME)
 
 
 def _postgres():
@@ -28,10 +32,6 @@ def _chunks(values, size):
     values = list(values)
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
-def _json_rows(names, rows):
-    return orjson.dumps([dict(zip(names, row)) for row in rows]).decode()
 
 
 def _select_in(sql, column, values, before=(), after=(), cast=""):
@@ -56,11 +56,52 @@ def _select_in(sql, column, values, before=(), after=(), cast=""):
 
 def records_by_identity(organization_id, identities):
     """{identity: (id, has_result)} for those of `identities` stored for the organization."""
-    rows = _select_in(
-        f"SELECT identity, id, has_result FROM {_RECORD} WHERE organization_id = %s AND {{match}}",
-        "identity", identities, before=[organization_id],
-    )
-    return {identity: (record_id, bool(has_result)) for identity, record_id, has_result in rows}
+    if _postgres():
+        # The hex travels as one text parameter and is decoded by the server: quoting tens
+        # of thousands of bytea values costs the client more than the whole lookup.
+        hexes = [identity[SCHEME_LENGTH:] for identity in identities if is_sha256(identity)]
+        rows = []
+        with connection.cursor() as cursor:
+            for chunk in _chunks(hexes, POSTGRES_BATCH):
+                cursor.execute(
+                    f"SELECT encode(identity, 'hex'), id, has_result FROM {_RECORD} WHERE organization_id = %s "
+                    "AND identity = ANY(ARRAY(SELECT decode(h, 'hex') FROM unnest(string_to_array(%s, ',')) h))",
+                    [organization_id, ",".join(chunk)],
+                )
+                rows += cursor.fetchall()
+        return {SCHEME + hex_: (record_id, has_result) for hex_, record_id, has_result in rows}
+    # The column's bytes back to the caller's own strings: no hex formatting per row.
+    wanted = {}
+    for identity in identities:
+        key = to_bytes(identity)
+        if key is not None:
+            wanted[key] = identity
+    rows = []
+    with connection.cursor() as cursor:
+        for chunk in _chunks(wanted, SQLITE_BATCH):
+            cursor.execute(
+                f"SELECT identity, id, has_result FROM {_RECORD} WHERE organization_id = %s "
+                f"AND identity IN ({','.join(['%s'] * len(chunk))})",
+                [organization_id, *chunk],
+            )
+            rows += cursor.fetchall()
+    return {wanted[bytes(key)]: (record_id, bool(has_result)) for key, record_id, has_result in rows}
+
+
+def _copy_then_insert(cursor, columns, rows, insert):
+    """COPY `rows` into a temporary table of `columns` ("name type" each), then run
+    `insert`, which reads it as `cw_new_rows` (in the order it wants: see records.services
+    _store_records on why the order matters), and drop the table.
+
+    COPY is the cheapest way into PostgreSQL; the table in between is what lets the
+    insert skip rows a concurrent engine stored first (ON CONFLICT), which COPY cannot."""
+    cursor.execute(f"CREATE TEMPORARY TABLE cw_new_rows ({', '.join(columns)}) ON COMMIT DROP")
+    names = ", ".join(column.split()[0] for column in columns)
+    with cursor.cursor.copy(f"COPY cw_new_rows ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    cursor.execute(*insert)
+    cursor.execute("DROP TABLE cw_new_rows")
 
 
 def insert_records(organization_id, rows, created_at):
@@ -68,23 +109,26 @@ def insert_records(organization_id, rows, created_at):
     if not rows:
         return
     created_at = connection.ops.adapt_datetimefield_value(created_at)
-    with connection.cursor() as cursor:
+    columns = "organization_id, identity, digest, input_count, description, has_result, created_at"
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if _postgres():
-            for chunk in _chunks(rows, POSTGRES_BATCH):
-                cursor.execute(
-                    f"INSERT INTO {_RECORD} "
-                    "(organization_id, identity, digest, input_count, description, has_result, created_at) "
-                    "SELECT %s, t.i, t.d, t.n, t.s, false, %s "
-                    "FROM json_to_recordset(%s::json) AS t(i varchar, d varchar, n integer, s varchar) "
-                    "ON CONFLICT (organization_id, identity) DO NOTHING",
-                    [organization_id, created_at, _json_rows(("i", "d", "n", "s"), chunk)],
-                )
+            _copy_then_insert(
+                cursor,
+                # The text form, decoded by the server (see records_by_identity).
+                ["identity varchar", "digest varchar", "input_count integer", "description varchar"],
+                rows,
+                (
+                    f"INSERT INTO {_RECORD} ({columns}) "
+                    f"SELECT %s, decode(substr(identity, {SCHEME_LENGTH + 1}), 'hex'), digest, input_count, "
+                    "description, false, %s FROM cw_new_rows "
+                    "ORDER BY identity ON CONFLICT (organization_id, identity) DO NOTHING",
+                    [organization_id, created_at],
+                ),
+            )
         else:
             cursor.executemany(
-                f"INSERT OR IGNORE INTO {_RECORD} "
-                "(organization_id, identity, digest, input_count, description, has_result, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, 0, %s)",
-                [(organization_id, *row, created_at) for row in rows],
+                f"INSERT OR IGNORE INTO {_RECORD} ({columns}) VALUES (%s, %s, %s, %s, %s, 0, %s)",
+                [(organization_id, to_bytes(identity), *rest, created_at) for identity, *rest in rows],
             )
 
 
@@ -92,16 +136,19 @@ def insert_inputs(organization_id, rows):
     """Insert (record_id, index, selector, source_id) rows; existing ones are skipped."""
     if not rows:
         return
-    with connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if _postgres():
-            for chunk in _chunks(rows, POSTGRES_BATCH):
-                cursor.execute(
+            _copy_then_insert(
+                cursor,
+                ["record_id bigint", '"index" integer', "selector varchar", "source_id bigint"],
+                rows,
+                (
                     f'INSERT INTO {_INPUT} (organization_id, record_id, "index", selector, source_id) '
-                    "SELECT %s, t.r, t.i, t.s, t.f "
-                    "FROM json_to_recordset(%s::json) AS t(r bigint, i integer, s varchar, f bigint) "
-                    "ON CONFLICT DO NOTHING",
-                    [organization_id, _json_rows(("r", "i", "s", "f"), chunk)],
-                )
+                    'SELECT %s, record_id, "index", selector, source_id FROM cw_new_rows '
+                    'ORDER BY record_id, "index", selector, source_id ON CONFLICT DO NOTHING',
+                    [organization_id],
+                ),
+            )
         else:
             cursor.executemany(
                 f'INSERT OR IGNORE INTO {_INPUT} (organization_id, record_id, "index", selector, source_id) '

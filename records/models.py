@@ -9,14 +9,20 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import Engine, EngineToken, Organization
+from records.fields import DigestBytesField
 
 DIGEST_LENGTH = 71 + 64  # room for sha512 digests, whose hex is twice as long
 
 
 class Record(models.Model):
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="records")
-    identity = models.CharField(
-        max_length=DIGEST_LENGTH,
+    # The foreign key stays (see docs/schema.md): it is the one check that keeps a post
+    # racing the deletion of its organization from leaving rows behind. Its own index
+    # does not: organization_id leads both (organization, identity) and (organization, digest).
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="records", db_index=False
+    )
+    # 32 bytes in the column and the unique index; "sha256:<hex>" everywhere in Python.
+    identity = DigestBytesField(
         help_text="our content address (digest plus inputs, recursively); the engine echoes it",
     )
     digest = models.CharField(max_length=DIGEST_LENGTH, help_text="buildkit's record digest")
@@ -42,12 +48,24 @@ class Record(models.Model):
 class RecordInput(models.Model):
     """One alternative for one input of a record: (input index, selector, input record)."""
 
-    # Denormalized so an import can read an organization's whole graph in one query.
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
-    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="inputs")
+    # No database constraints on the three foreign keys (docs/schema.md says why that is
+    # safe): inputs are inserted only together with their new record, with ids read in the
+    # same transaction, and records are deleted only with their organization, whose
+    # foreign key on Record settles a race with that deletion. Django still cascades
+    # deletes to these rows in Python (on_delete), as before.
+    # Denormalized so an import can read an organization's whole graph in one query (the
+    # Meta index serves that; the field's own index was a duplicate of it).
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
+    # record_id leads the unique (record, index, selector, source): no index of its own.
+    record = models.ForeignKey(
+        Record, on_delete=models.CASCADE, related_name="inputs", db_constraint=False, db_index=False
+    )
     index = models.PositiveIntegerField()
     selector = models.CharField(max_length=DIGEST_LENGTH, blank=True)
-    source = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="dependants")
+    # Indexed: deleting records (with their organization) looks up their dependants.
+    source = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="dependants", db_constraint=False)
 
     class Meta:
         constraints = [
@@ -65,7 +83,10 @@ class RecordInput(models.Model):
 class Layer(models.Model):
     """What buildkit needs to know about a blob used as a layer."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="layers")
+    # organization_id leads the unique (organization, digest): no index of its own.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="layers", db_index=False
+    )
     digest = models.CharField(max_length=DIGEST_LENGTH)
     media_type = models.CharField(max_length=255)
     size = models.BigIntegerField()
@@ -87,7 +108,10 @@ class Layer(models.Model):
 class Result(models.Model):
     """A record's output as one ordered chain of layers, base layer first."""
 
-    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="results")
+    # The constraint stays: /layers inserts results for records it read, and only the
+    # foreign key settles that against the deletion of the organization. record_id leads
+    # the unique (record, chain) and the (record, complete) index: no index of its own.
+    record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="results", db_index=False)
     # Hash of the ordered layer digests: the same chain delivered twice is one result.
     chain = models.CharField(max_length=71)
     complete = models.BooleanField(
@@ -126,7 +150,9 @@ class Result(models.Model):
 
 
 class ResultLayer(models.Model):
-    result = models.ForeignKey(Result, on_delete=models.CASCADE, related_name="chain_layers")
+    # Both constraints stay: eviction deletes results and layers while /layers may be
+    # inserting chains that use them. result_id leads the unique (result, position).
+    result = models.ForeignKey(Result, on_delete=models.CASCADE, related_name="chain_layers", db_index=False)
     position = models.PositiveIntegerField(help_text="0 is the base layer")
     # A result missing a layer is skipped by the import (its positions have a hole).
     layer = models.ForeignKey(Layer, on_delete=models.CASCADE, related_name="+")

@@ -5,8 +5,19 @@ import logging
 import pytest
 
 from accounts.models import Engine, EngineToken
-from records.models import ImportSnapshot, Layer, PendingExport, Record, Result
-from tests.buildkit_oracle import descriptor, key, post_layers, post_records, result, root_key, sha, store_blob
+from records.models import ImportSnapshot, Layer, PendingExport, Record, RecordInput, Result, ResultLayer
+from tests.buildkit_oracle import (
+    descriptor,
+    key,
+    link,
+    post_layers,
+    post_records,
+    random_key_id,
+    result,
+    root_key,
+    sha,
+    store_blob,
+)
 from tests.support import engine_request
 
 IMAGE = root_key(sha("docker-image://alpine"))
@@ -229,6 +240,12 @@ def test_deleting_the_organization_deletes_its_graph(client, org, token, asked):
     post_layers(client, token, [{"RecordDigest": asked, "Layers": chain(org)}])
     get = engine_request(client, "GET", "/magicache/import", token)
     assert get.status_code == 200
+    # A record with an input: RecordInput has no database constraints (docs/schema.md),
+    # so its rows must go through Django's cascade.
+    k = random_key_id()
+    post_records(client, token, [key(IMAGE), key(k, result("ref-2"))], [link(k, IMAGE, 0, sha("exec"))])
+    assert RecordInput.objects.filter(organization=org).count() == 1
     org.delete()
     assert not Record.objects.exists() and not Result.objects.exists() and not Layer.objects.exists()
+    assert not RecordInput.objects.exists() and not ResultLayer.objects.exists()
     assert not ImportSnapshot.objects.exists()

@@ -30,6 +30,13 @@ def test_record_search_by_description_and_digest(admin_client, graph):
     assert b"exec go build ./..." in page.content and b"pull docker.io" not in page.content
     page = admin_client.get(url, {"q": IMAGE})
     assert b"pull docker.io/library/golang:1.23" in page.content
+    # Identities are stored as bytes; the search still matches a part of their text.
+    made = Record.objects.get(description="exec go build ./...")
+    page = admin_client.get(url, {"q": made.identity[20:40].upper()})
+    assert b"exec go build ./..." in page.content and b"pull docker.io" not in page.content
+    assert made.identity[:19].encode() in page.content
+    page = admin_client.get(reverse("admin:records_result_changelist"), {"q": made.identity})
+    assert page.status_code == 200 and b"exec go build ./..." in page.content
 
 
 def test_record_filter_by_organization(admin_client, graph, org, other_org):

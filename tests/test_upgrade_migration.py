@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts.models import EngineToken
 from blobs.storage import get_store
+from records import bulk
 from records.models import Record, Result
 from tests.buildkit_oracle import (
     ImportedCache,
@@ -102,6 +103,17 @@ def test_upgrade_from_the_previous_release_keeps_the_cache(client):
 
     # Every row is there, read through today's models, and the new columns were filled.
     assert Record.objects.filter(organization_id=org.pk).count() == 2
+    # Identities became their 32 bytes (records 0006) and read back as the same text,
+    # through the ORM and through the bulk lookup of /records.
+    identities = {sha("identity image"): image.pk, sha("identity make"): make.pk}
+    assert dict(Record.objects.filter(organization_id=org.pk).values_list("identity", "pk")) == identities
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT identity FROM {Record._meta.db_table} WHERE id = %s", [image.pk])
+        assert bytes(cursor.fetchone()[0]) == bytes.fromhex(sha("identity image")[7:])
+    assert bulk.records_by_identity(org.pk, [*identities, sha("not stored")]) == {
+        identity: (pk, True) for identity, pk in identities.items()
+    }
+    assert Record.objects.get(identity__startswith=sha("identity make")[:12], organization_id=org.pk).pk == make.pk
     made = Result.objects.get(record__digest=EXEC, record__organization_id=org.pk)
     assert (made.layer_count, made.top_digest, made.size, made.chain_size) == (2, top, top_size, base_size + top_size)
     assert made.engine_id == engine.pk
