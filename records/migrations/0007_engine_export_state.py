@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0005_engine_token_use'),
-        ('records', '0004_step_sizes_layer_contents'),
+        ('records', '0006_compact_identity'),
     ]
 
     operations = [
