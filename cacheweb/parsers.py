@@ -18,16 +18,25 @@ class FastJSONParser(BaseParser):
     media_type = "application/json"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        request = parser_context["request"] if parser_context else None
-        limit = settings.MAX_ENGINE_BODY
-        if request is not None:
-            length = request.META.get("CONTENT_LENGTH")
-            if length and length.isdigit() and int(length) > limit:
-                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        raw = stream.read(limit + 1) if stream is not None else b""
-        if len(raw) > limit:
+        return decode_json(read_body(stream, parser_context))
+
+
+def read_body(stream, parser_context):
+    """The request body's bytes, refused (413) past CACHEWEB_MAX_ENGINE_BODY."""
+    request = parser_context["request"] if parser_context else None
+    limit = settings.MAX_ENGINE_BODY
+    if request is not None:
+        length = request.META.get("CONTENT_LENGTH")
+        if length and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise exceptions.ParseError(f"malformed JSON: {exc}") from None
+    raw = stream.read(limit + 1) if stream is not None else b""
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return raw
+
+
+def decode_json(raw):
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise exceptions.ParseError(f"malformed JSON: {exc}") from None

@@ -3,14 +3,12 @@
 import gzip
 import logging
 
-import orjson
-from django.conf import settings
 from django.http import HttpResponse
 from rest_framework import exceptions
 
 from activity.models import Signal
 from cacheweb.engine_api import EngineAPIView, ok, require_body_object
-from cacheweb.parsers import FastJSONParser, PayloadTooLarge
+from cacheweb.parsers import FastJSONParser, decode_json, read_body
 from records import exportstate, importconfig, services
 from records.graph import PayloadError
 
@@ -24,24 +22,12 @@ class RawJSONParser(FastJSONParser):
     them with the engine's last post (records.exportstate) and decodes only a new one."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        request = parser_context["request"] if parser_context else None
-        limit = settings.MAX_ENGINE_BODY
-        if request is not None:
-            length = request.META.get("CONTENT_LENGTH")
-            if length and length.isdigit() and int(length) > limit:
-                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        raw = stream.read(limit + 1) if stream is not None else b""
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        return raw
+        return read_body(stream, parser_context)
 
 
 def _decode(raw):
     """What FastJSONParser and EngineAPIView.body make of the bytes, with their errors."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise exceptions.ParseError(f"malformed JSON: {exc}") from None
+    data = decode_json(raw)
     return require_body_object(data)
 
 
