@@ -61,8 +61,13 @@ _KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an obj
 
 def parse_payload(body):
     """Check the payload's shape and reduce it to plain values. Raises PayloadError."""
-    keys_in = _field(body, "CacheKeys", list, "body", [])
-    links_in = _field(body, "Links", list, "body", [])
+    keys = parse_keys(_field(body, "CacheKeys", list, "body", []))
+    links = [parse_link(entry, n) for n, entry in enumerate(_field(body, "Links", list, "body", []))]
+    return Payload(keys=keys, links=links)
+
+
+def parse_keys(keys_in):
+    """{key ID: its newest KeyResult or None} of a CacheKeys list. Raises PayloadError."""
     keys = {}
     for n, entry in enumerate(keys_in):
         where = f"CacheKeys[{n}]"
@@ -89,28 +94,30 @@ def parse_payload(body):
             if newest is None or created > newest.created_at:
                 newest = KeyResult(ref_id, created, description[:MAX_DESCRIPTION])
         keys[key_id] = newest
-    links = []
-    for n, entry in enumerate(links_in):
-        where = f"Links[{n}]"
-        if not isinstance(entry, dict):
-            raise PayloadError(f"{where} must be an object")
-        key_id = entry.get("ID")
-        linked = entry.get("LinkedID")
-        if not _is_text(key_id):
-            raise PayloadError(f"{where}.ID must be a non-empty string without NUL characters")
-        if not _is_text(linked):
-            raise PayloadError(f"{where}.LinkedID must be a non-empty string without NUL characters")
-        index = entry.get("Input", 0)
-        if not isinstance(index, int) or isinstance(index, bool):
-            raise PayloadError(f"{where}.Input must be an integer")
-        link_digest = entry.get("Digest")
-        selector = entry.get("Selector")
-        if selector is None:
-            selector = ""
-        if not isinstance(link_digest, str) or not isinstance(selector, str):
-            raise PayloadError(f"{where}.Digest and Selector must be strings")
-        links.append((key_id, linked, index, link_digest, selector))
-    return Payload(keys=keys, links=links)
+    return keys
+
+
+def parse_link(entry, n):
+    """Links[n] as (ID, LinkedID, Input, Digest, Selector). Raises PayloadError."""
+    where = f"Links[{n}]"
+    if not isinstance(entry, dict):
+        raise PayloadError(f"{where} must be an object")
+    key_id = entry.get("ID")
+    linked = entry.get("LinkedID")
+    if not _is_text(key_id):
+        raise PayloadError(f"{where}.ID must be a non-empty string without NUL characters")
+    if not _is_text(linked):
+        raise PayloadError(f"{where}.LinkedID must be a non-empty string without NUL characters")
+    index = entry.get("Input", 0)
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise PayloadError(f"{where}.Input must be an integer")
+    link_digest = entry.get("Digest")
+    selector = entry.get("Selector")
+    if selector is None:
+        selector = ""
+    if not isinstance(link_digest, str) or not isinstance(selector, str):
+        raise PayloadError(f"{where}.Digest and Selector must be strings")
+    return (key_id, linked, index, link_digest, selector)
 
 
 # Why a key was dropped. Defects poison dependants; the others only cut a path.
@@ -130,10 +137,14 @@ class Graph:
     """The sound part of a payload, in dependency order."""
 
     # identity -> (digest, inputs) where inputs is a tuple, per input index, of sorted
-    # (selector, source identity) pairs. Inputs come before the records using them.
+    # (selector, source identity) pairs. Inputs come before the records using them. An
+    # analysis of only what changed (records.keydiff) has None for the records of keys it
+    # did not analyse again: stored by an earlier post.
     records: dict = field(default_factory=dict)
     # key ID -> identity, for every kept key
     identities: dict = field(default_factory=dict)
+    # key ID -> why it was dropped, for every dropped key
+    reasons: dict = field(default_factory=dict)
     # identity -> newest KeyResult among the keys that landed on it
     results: dict = field(default_factory=dict)
     # identity -> description from the key's newest result, for new rows
@@ -175,23 +186,33 @@ def _remember_digest(valid, value):
 
 
 def analyse(payload):
-    keys = payload.keys
-    graph = Graph(key_count=len(keys), link_count=len(payload.links))
-    dropped = defaultdict(int)
+    graph = Graph(key_count=len(payload.keys), link_count=len(payload.links))
+    settle(graph, payload.keys, payload.links, payload.keys)
+    gather(graph, payload.keys)
+    return graph
 
+
+def settle(graph, keys, links, present, poisoned=None):
+    """Analyse the keys of `keys` (key ID -> KeyResult or None) with their `links`
+    (parse_link tuples): each kept key's identity into graph.identities, each dropped
+    key's reason into graph.reasons, the new records into graph.records.
+
+    `present` holds every key ID of the payload. Keys of it outside `keys` must be
+    settled already: their identities in graph.identities when kept, and in `poisoned`
+    when dropped for a defect (their dependants go too)."""
     # key -> {input index: {(selector, linked key)}}, and the digest its links name
     alternatives = {}
     link_digest = {}
     defect = {}
     # A busy engine repeats the same few thousand digests over tens of thousands of links.
     valid = set()
-    for key_id, linked, index, dgst, selector in payload.links:
-        if key_id not in keys:
+    for key_id, linked, index, dgst, selector in links:
+        if key_id not in present:
             graph.unknown_link_ids += 1
             continue
         if key_id in defect:
             continue
-        if linked not in keys:
+        if linked not in present:
             defect[key_id] = DEFECT_DANGLING
         elif index < 0:
             defect[key_id] = DEFECT_BAD_INPUT
@@ -221,21 +242,22 @@ def analyse(payload):
         elif len(inputs) != max(inputs) + 1:
             defect[key_id] = DEFECT_BAD_INPUT
 
-    # Kahn's algorithm over source -> dependant. Keys never reached are in a loop or
-    # downstream of one.
+    # Kahn's algorithm over source -> dependant, among `keys`. Keys never reached are in
+    # a loop or downstream of one.
     dependants = defaultdict(list)
     waiting = {}
     sources_of = {}
     for key_id, inputs in alternatives.items():
         sources = {linked for alts in inputs.values() for _, linked in alts}
         sources_of[key_id] = sources
-        waiting[key_id] = len(sources)
-        for source in sources:
+        unsettled = [source for source in sources if source in keys]
+        waiting[key_id] = len(unsettled)
+        for source in unsettled:
             dependants[source].append(key_id)
     queue = deque(k for k in keys if not waiting.get(k))
-    status = {}
-    poisoned = set()  # keys dropped for a defect: their dependants go too
+    poisoned = set() if poisoned is None else poisoned
     identities = graph.identities
+    reasons = graph.reasons
     records = graph.records
     while queue:
         key_id = queue.popleft()
@@ -264,29 +286,47 @@ def analyse(payload):
                             break
                         resolved.append(tuple(alts))
                     resolved = tuple(resolved)
-        status[key_id] = reason
         if reason is None:
             identity = _identity(digest, resolved)
             identities[key_id] = identity
-            if identity not in records:
+            if records.get(identity) is None:
                 records[identity] = (digest, resolved)
-            result = keys[key_id]
-            if result is not None:
-                best = graph.results.get(identity)
-                if best is None or result.created_at > best.created_at:
-                    graph.results[identity] = result
-            if result is not None and result.description:
-                graph.descriptions.setdefault(identity, result.description)
         else:
-            dropped[reason] += 1
+            reasons[key_id] = reason
             if reason not in (DROP_RANDOM, DROP_UNREACHABLE):
                 poisoned.add(key_id)
         for dependant in dependants.get(key_id, ()):
             waiting[dependant] -= 1
             if waiting[dependant] == 0:
                 queue.append(dependant)
-    unresolved = len(keys) - len(status)
-    if unresolved:
-        dropped[DEFECT_LOOP] += unresolved
+    for key_id in keys:
+        if key_id not in identities and key_id not in reasons:
+            reasons[key_id] = DEFECT_LOOP
+
+
+def _rank(result):
+    return (result.created_at, result.ref_id, result.description)
+
+
+def gather(graph, keys):
+    """The graph's results, descriptions and drop counts, from the identities and
+    reasons of all of `keys`. Where several keys land on one record, the newest result
+    wins, then the greater ref ID and description: whatever order the keys came in."""
+    results = graph.results
+    described = {}
+    for key_id, identity in graph.identities.items():
+        result = keys[key_id]
+        if result is None:
+            continue
+        best = results.get(identity)
+        if best is None or _rank(result) > _rank(best):
+            results[identity] = result
+        if result.description:
+            best = described.get(identity)
+            if best is None or _rank(result) > _rank(best):
+                described[identity] = result
+    graph.descriptions = {identity: result.description for identity, result in described.items()}
+    dropped = defaultdict(int)
+    for reason in graph.reasons.values():
+        dropped[reason] += 1
     graph.dropped = dict(dropped)
-    return graph
