@@ -286,6 +286,9 @@ DEFAULT_EXPORT_TIMEOUT = env_int("CACHEWEB_EXPORT_TIMEOUT", 600, minimum=1)
 # progress elsewhere when the stored body is older than the changes it must include;
 # past it, the last good body is served (and logged).
 IMPORT_WAIT = env_int("CACHEWEB_IMPORT_WAIT", 10, minimum=0)
+# Disk for each engine's last /records body, so that its next post is analysed over only
+# what changed (records.exportmemo); 0 turns it off.
+EXPORT_MEMO_MB = env_int("CACHEWEB_EXPORT_MEMO_MB", 4096, minimum=0)
 
 # Engine request bodies (JSON) above this many bytes get 413.
 MAX_ENGINE_BODY = env_int("CACHEWEB_MAX_ENGINE_BODY", 256 * 1024 * 1024, minimum=1024)

@@ -70,31 +70,53 @@ def parse_keys(keys_in):
     """{key ID: its newest KeyResult or None} of a CacheKeys list. Raises PayloadError."""
     keys = {}
     for n, entry in enumerate(keys_in):
-        where = f"CacheKeys[{n}]"
         if not isinstance(entry, dict):
-            raise PayloadError(f"{where} must be an object")
+            raise PayloadError(f"CacheKeys[{n}] must be an object")
         key_id = entry.get("ID")
         if not _is_text(key_id):
-            raise PayloadError(f"{where}.ID must be a non-empty string without NUL characters")
+            raise PayloadError(f"CacheKeys[{n}].ID must be a non-empty string without NUL characters")
         newest = keys.get(key_id)
-        for m, res in enumerate(_field(entry, "Results", list, where, [])):
-            rwhere = f"{where}.Results[{m}]"
-            if not isinstance(res, dict):
-                raise PayloadError(f"{rwhere} must be an object")
-            ref_id = res.get("ID")
-            if not _is_text(ref_id) or len(ref_id) > MAX_REF_ID:
-                raise PayloadError(f"{rwhere}.ID must be a non-empty string of at most {MAX_REF_ID} characters")
-            raw_time = res.get("CreatedAt")
-            created = ZERO_TIME if raw_time is None else parse_time(raw_time)
-            if created is None:
-                raise PayloadError(f"{rwhere}.CreatedAt must be an RFC 3339 time")
-            # Descriptions are the user's command lines: keep them, minus the NUL
-            # characters that PostgreSQL text cannot hold.
-            description = _field(res, "Description", str, rwhere, "").replace("\x00", "")
-            if newest is None or created > newest.created_at:
-                newest = KeyResult(ref_id, created, description[:MAX_DESCRIPTION])
+        results = entry.get("Results")
+        if results is not None:
+            if not isinstance(results, list):
+                raise PayloadError(f"CacheKeys[{n}].Results must be a list")
+            for res in results:
+                # The checks inline (this runs for every result); _result_problem words
+                # what failed.
+                if not isinstance(res, dict):
+                    raise _result_problem(n, results, res)
+                ref_id = res.get("ID")
+                raw_time = res.get("CreatedAt")
+                description = res.get("Description")
+                created = ZERO_TIME if raw_time is None else parse_time(raw_time)
+                if (
+                    not _is_text(ref_id)
+                    or len(ref_id) > MAX_REF_ID
+                    or created is None
+                    or not (description is None or isinstance(description, str))
+                ):
+                    raise _result_problem(n, results, res)
+                if newest is None or created > newest.created_at:
+                    # Descriptions are the user's command lines: keep them, minus the NUL
+                    # characters that PostgreSQL text cannot hold.
+                    description = (description or "").replace("\x00", "")[:MAX_DESCRIPTION]
+                    newest = KeyResult(ref_id, created, description)
         keys[key_id] = newest
     return keys
+
+
+def _result_problem(n, results, res):
+    """The PayloadError for CacheKeys[n]'s result `res`, which failed a check."""
+    where = f"CacheKeys[{n}].Results[{next(m for m, r in enumerate(results) if r is res)}]"
+    if not isinstance(res, dict):
+        return PayloadError(f"{where} must be an object")
+    ref_id = res.get("ID")
+    if not _is_text(ref_id) or len(ref_id) > MAX_REF_ID:
+        return PayloadError(f"{where}.ID must be a non-empty string of at most {MAX_REF_ID} characters")
+    raw_time = res.get("CreatedAt")
+    if raw_time is not None and parse_time(raw_time) is None:
+        return PayloadError(f"{where}.CreatedAt must be an RFC 3339 time")
+    return PayloadError(f"{where}.Description must be a string")
 
 
 def parse_link(entry, n):
@@ -192,14 +214,15 @@ def analyse(payload):
     return graph
 
 
-def settle(graph, keys, links, present, poisoned=None):
+def settle(graph, keys, links, present, poisoned=None, looped=frozenset()):
     """Analyse the keys of `keys` (key ID -> KeyResult or None) with their `links`
     (parse_link tuples): each kept key's identity into graph.identities, each dropped
     key's reason into graph.reasons, the new records into graph.records.
 
     `present` holds every key ID of the payload. Keys of it outside `keys` must be
-    settled already: their identities in graph.identities when kept, and in `poisoned`
-    when dropped for a defect (their dependants go too)."""
+    settled already: their identities in graph.identities when kept, in `looped` when in
+    a loop or downstream of one (their dependants are too), and in `poisoned` when
+    dropped for another defect (their dependants go too)."""
     # key -> {input index: {(selector, linked key)}}, and the digest its links name
     alternatives = {}
     link_digest = {}
@@ -251,7 +274,8 @@ def settle(graph, keys, links, present, poisoned=None):
         sources = {linked for alts in inputs.values() for _, linked in alts}
         sources_of[key_id] = sources
         unsettled = [source for source in sources if source in keys]
-        waiting[key_id] = len(unsettled)
+        # A source in a loop is never settled, nor is what depends on it.
+        waiting[key_id] = len(unsettled) + (0 if looped.isdisjoint(sources) else 1)
         for source in unsettled:
             dependants[source].append(key_id)
     queue = deque(k for k in keys if not waiting.get(k))

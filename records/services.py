@@ -19,7 +19,7 @@ from accounts.models import Engine
 from blobs.models import Blob, BlobState
 from blobs.services import verified_blob_sizes
 from cacheweb import outbox
-from records import bulk, exportstate, rowmemo
+from records import bulk, exportmemo, exportstate, keydiff, rowmemo
 from records import graph as graphlib
 from records.digests import is_digest, parse_time
 from records.models import ImportSnapshot, Layer, PendingExport, Record, Result, ResultLayer
@@ -104,27 +104,61 @@ def update_records(organization, token, body, now=None, engine_ref=None, digest=
     shared_steps; `engine_ref` is the reporting engine's pk when known). Raises graph.PayloadError for a body that is
     not a /records payload; graph defects only drop the keys concerned. `body` (the
     decoded JSON object) is emptied once parsed, to free its memory early. With the
-    body's fingerprint `digest`, what the analysis derived is kept for recall_records.
+    body's fingerprint `digest`, what the analysis derived is kept for recall_records,
+    and the analysis covers only what changed since the engine's previous post
+    (records.keydiff, records.exportmemo).
     """
     now = now or timezone.now()
     # Read before any row is: a result changing after it sends the next post through
     # the analysis again (exportstate.recall).
     generation_seen = exportstate.generation(organization)
-    payload = graphlib.parse_payload(body)
-    # The decoded JSON is several times the size of the body; nothing needs it any more.
+    token_id = token.pk if token is not None else None
+    index = keydiff.index(body) if digest is not None and exportmemo.enabled() else None
+    previous = exportmemo.load(organization.pk, token_id, engine_ref) if index is not None else None
+    same_body = previous is not None and previous.digest == digest
+    graph = keydiff.analyse_changes(body, index, previous, same_body) if previous is not None else None
+    memo = None
+    if graph is None:
+        same_body = False
+        payload = graphlib.parse_payload(body)
+        if index is not None:
+            # Encoded once the body passed, before its memory is freed for the analysis.
+            memo = exportmemo.encode(index)
+            index = None
+        # The decoded JSON is several times the size of the body; nothing needs it any more.
+        body.clear()
+        graph = graphlib.analyse(payload)
+        del payload
     body.clear()
-    graph = graphlib.analyse(payload)
-    del payload
     if graph.dropped:
         _log_dropped(organization, graph)
+    try:
+        rows, export = _store_and_ask(organization, token, graph, now, generation_seen)
+    except _RecordGone:
+        # A record kept from the previous post is not in the database (restored from a
+        # backup older than the memo): analyse this body in full after all.
+        graph = graphlib.analyse(graphlib.parse_payload(index.body()))
+        same_body = False
+        rows, export = _store_and_ask(organization, token, graph, now, generation_seen)
+    shared = shared_steps(token, engine_ref, [rows[identity][0] for identity in graph.results if rows[identity][1]])
+    if digest is not None:
+        exportstate.remember(token, engine_ref, digest, generation_seen, graph, rows, shared)
+    if not same_body and (memo is not None or index is not None):
+        memo = memo if memo is not None else exportmemo.encode(index)
+        exportmemo.save(organization.pk, token_id, engine_ref, digest, memo, graph)
+    return export, graph, shared
+
+
+class _RecordGone(Exception):
+    """A record the analysis did not derive again (records.keydiff) is not stored."""
+
+
+def _store_and_ask(organization, token, graph, now, generation_seen):
     with transaction.atomic():
         rows = _store_records(organization, graph, now, generation_seen)
         export = _ask_for_exports(organization, token, graph, rows, now)
         transaction.on_commit(lambda: rowmemo.remember(organization.pk, generation_seen, rows))
-    shared = shared_steps(token, engine_ref, [rows[identity][0] for identity in graph.results if rows[identity][1]])
-    if digest is not None:
-        exportstate.remember(token, engine_ref, digest, generation_seen, graph, rows, shared)
-    return export, graph, shared
+    return rows, export
 
 
 def shared_steps(token, engine_ref, record_ids):
@@ -148,6 +182,8 @@ def _store_records(organization, graph, now, generation):
     missing = sorted(identity for identity in unknown if identity not in rows)
     if not missing:
         return rows
+    if any(graph.records[identity] is None for identity in missing):
+        raise _RecordGone()
     bulk.insert_records(
         organization.pk,
         [

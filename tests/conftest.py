@@ -100,9 +100,12 @@ def _forget_engine_guesses():
 @pytest.fixture(autouse=True)
 def _forget_record_rows():
     """Record rows are remembered per process (records.rowmemo) for the same reason."""
-    from records import rowmemo
+    from records import exportmemo, rowmemo
 
     rowmemo.forget_all()
+    # And each engine's last body (records.exportmemo): correct whatever the database
+    # holds, but a leftover would change what a test counts.
+    exportmemo.forget_all()
     yield
 
 

@@ -10,7 +10,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from activity.models import Activity
-from records import eviction, exportstate, graph as graphlib
+from records import eviction, exportmemo, exportstate, keydiff, graph as graphlib
 from records.models import EngineExportState, PendingExport, Record, RecordInput, Result
 from records.services import blobs_lost
 from tests.buildkit_oracle import (
@@ -44,17 +44,32 @@ def build():
 
 
 class Analyses:
-    """Counts records.graph.analyse calls: a recalled post makes none."""
+    """Counts full analyses (records.graph.analyse) and analyses of only what changed
+    (records.keydiff): a recalled post makes neither."""
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        real = graphlib.analyse
+        self.diffed = 0
+        real, real_diff = graphlib.analyse, keydiff.analyse_changes
 
         def counted(payload):
             self.calls += 1
             return real(payload)
 
+        def diffed(*args, **kwargs):
+            graph = real_diff(*args, **kwargs)
+            self.diffed += graph is not None
+            return graph
+
         monkeypatch.setattr(graphlib, "analyse", counted)
+        monkeypatch.setattr(keydiff, "analyse_changes", diffed)
+
+    def kind(self, before):
+        calls, diffed = before
+        return "full" if self.calls > calls else "diffed" if self.diffed > diffed else "recalled"
+
+    def mark(self):
+        return self.calls, self.diffed
 
 
 def counters(org):
@@ -73,7 +88,8 @@ def deliver(client, org, token, digests, tag):
 
 def scenario(client, org, tokens, recall, analyses, django_capture_on_commit_callbacks):
     """One engine's export periods, with every kind of change in between. With `recall`
-    False the stored state is dropped before each post, so every post is analysed."""
+    False the stored state and the export memo are dropped before each post, so every
+    post is analysed in full."""
     token, other = tokens
     keys, links = build()
     answers = []
@@ -82,11 +98,12 @@ def scenario(client, org, tokens, recall, analyses, django_capture_on_commit_cal
     def post(body_keys=keys, body_links=links, with_token=token):
         if not recall:
             EngineExportState.objects.all().delete()
-        before = analyses.calls
+            exportmemo.forget_all()
+        before = analyses.mark()
         with django_capture_on_commit_callbacks(execute=True):
             response = post_records(client, with_token, body_keys, body_links)
         assert response.status_code == 200, response.content
-        recalled.append(analyses.calls == before)
+        recalled.append(analyses.kind(before))
         answers.append(sorted((e["Digest"], e["CacheRefID"]) for e in response.json()["ExportRecords"]))
         return answers[-1]
 
@@ -143,18 +160,19 @@ def test_recalled_posts_answer_what_a_full_analysis_answers(
     assert fast == full
     assert counters(org) == counters(other_org)
     assert counters(org)["shared_steps"] > 0
-    assert not any(analysed)
-    # Recalled: each unchanged body with no result changed since its last analysis.
+    assert set(analysed) == {"full"}
+    # Recalled: each unchanged body with no result changed since its last analysis;
+    # otherwise only what changed since the engine's last post is analysed.
     assert recalled == [
-        False, True, True,  # first post, then the same body twice
-        False, True,  # after /layers
-        False, True,  # after /layers
-        False, True,  # after blobs lost
-        False,  # after /layers
-        False,  # after the eviction
-        False, True,  # a key changed
-        False, True,  # the other engine: its own state
-        True,  # the first engine again: its state is still current
+        "full", "recalled", "recalled",  # first post, then the same body twice
+        "diffed", "recalled",  # after /layers
+        "diffed", "recalled",  # after /layers
+        "diffed", "recalled",  # after blobs lost
+        "diffed",  # after /layers
+        "diffed",  # after the eviction
+        "diffed", "recalled",  # a key changed
+        "full", "recalled",  # the other engine: its own state
+        "recalled",  # the first engine again: its state is still current
     ]
     this, other = org, other_org
     assert Record.objects.filter(organization=this).count() == Record.objects.filter(organization=other).count()
