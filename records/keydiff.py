@@ -86,12 +86,16 @@ class Previous:
             self._index = self._decode_index()
         return self._index
 
+    def release(self):
+        self._index = None
+
 
 def _changed(index, previous, same_body):
     """Key IDs to analyse again, before their dependants are added, or None."""
     if same_body:
         return set()
     old = previous.index()
+    previous.release()  # as large as the decoded body: needed only here
     if old is None:
         return None
     entries, groups = index.entries, index.groups
@@ -154,7 +158,7 @@ def analyse_changes(body, index, previous, same_body=False):
     dirty = _with_dependants(changed, links_in, groups) if changed else set()
 
     graph = Graph(key_count=len(keys), link_count=len(links_in))
-    graph.unknown_link_ids = sum(len(group) for key_id, group in groups.items() if key_id not in keys)
+    graph.unknown_link_ids = sum(len(groups[key_id]) for key_id in groups.keys() - keys.keys())
     poisoned = set()
     looped = set()
     old_identities, old_reasons = previous.identities, previous.reasons
