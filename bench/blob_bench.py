@@ -22,7 +22,10 @@ peak memory of cacheweb's web processes (gunicorn master and workers) during tra
 as summed RSS and as PSS, and the PSS of everything `manage.py serve` runs.
 
     apt-get install -y nginx docker-registry curl
-    .venv/bin/python bench/blob_bench.py [--size-mib 1024] [--rounds 3]
+    .venv/bin/python bench/blob_bench.py [--size-mib 1024] [--rounds 3] [--baseline ../main]
+
+With --baseline CHECKOUT, cacheweb is also run from another checkout of the code (with
+this checkout's .venv) in the same rounds, and the ratio of the two is printed.
 """
 
 import argparse
@@ -181,7 +184,7 @@ class Server:
 class Cacheweb(Server):
     name = "cacheweb"
 
-    def __init__(self, work, extra_env=None):
+    def __init__(self, work, extra_env=None, root=ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -193,12 +196,13 @@ class Cacheweb(Server):
             "DJANGO_SETTINGS_MODULE": "cacheweb.settings",
             **(extra_env or {}),
         })
+        # This checkout's Python (its .venv), another checkout's code (`--baseline`).
         python = str(ROOT / ".venv" / "bin" / "python")
-        boot = subprocess.run([python, "manage.py", "bootstrap"], cwd=ROOT, env=env,
+        boot = subprocess.run([python, "manage.py", "bootstrap"], cwd=root, env=env,
                               check=True, capture_output=True, text=True).stdout
         self.token = re.search(r"CACHESERVICE_TOKEN=(\S+)", boot).group(1)
         self.log = open(work / "cacheweb.log", "wb")
-        self.proc = subprocess.Popen([python, "manage.py", "serve"], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([python, "manage.py", "serve"], cwd=root, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_http(self.url + "/healthz", proc=self.proc)
         self.log.flush()
@@ -353,7 +357,12 @@ def main():
     parser.add_argument("--seed", type=int, default=1, help="seed of the order of servers in each round")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also run cacheweb from this checkout (e.g. a worktree of main), fsync on, "
+                             "in the same rounds: before and after side by side")
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "manage.py").is_file():
+        sys.exit(f"--baseline {args.baseline}: no manage.py there")
     for tool in ("nginx", "docker-registry", "curl"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install -y nginx docker-registry curl")
@@ -373,6 +382,9 @@ def main():
             ("nginx", lambda: Nginx(work)),
             ("docker-registry", lambda: Registry(work)),
         ]
+        if args.baseline is not None:
+            variants.insert(1, ("cacheweb (baseline)", lambda: Cacheweb(work / "baseline", root=args.baseline.resolve())))
+            (work / "baseline").mkdir()
         (work / "nofsync").mkdir()
         (work / "gthread").mkdir()
         samplers = {}
@@ -419,7 +431,9 @@ def main():
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True).stdout.strip()}
     ratios = {}
-    for name in ("cacheweb", "cacheweb (fsync off)"):
+    for name in ("cacheweb", "cacheweb (baseline)", "cacheweb (fsync off)"):
+        if name not in results:
+            continue
         for direction in ("upload", "download"):
             ours = results[name][direction]
             ratios[f"{name} {direction}"] = {
@@ -431,6 +445,14 @@ def main():
         direction: results["cacheweb"][direction] / results["cacheweb (gthread)"][direction]
         for direction in ("upload", "download")
     }
+    if args.baseline is not None:
+        report["baseline"] = {
+            "checkout": str(args.baseline),
+            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.baseline,
+                                     capture_output=True, text=True).stdout.strip(),
+            "cacheweb vs baseline": {d: results["cacheweb"][d] / results["cacheweb (baseline)"][d]
+                                     for d in ("upload", "download")},
+        }
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -443,6 +465,10 @@ def main():
         print(f"{key:34} {r['vs nginx']:5.2f}x nginx   {r['vs docker-registry']:5.2f}x docker-registry")
     print(f"{'cacheweb vs cacheweb (gthread)':34} upload {report['head_first_vs_gthread']['upload']:5.2f}x   "
           f"download {report['head_first_vs_gthread']['download']:5.2f}x")
+    if args.baseline is not None:
+        b = report["baseline"]
+        print(f"{'cacheweb vs baseline ' + b['commit']:34} upload {b['cacheweb vs baseline']['upload']:5.2f}x   "
+              f"download {b['cacheweb vs baseline']['download']:5.2f}x")
     print(f"worker classes: {worker_classes}; commit {report['commit']}; load average before "
           f"{report['load_average_before']}, after {report['load_average_after']}")
     print()
