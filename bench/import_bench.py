@@ -86,6 +86,13 @@ def make_rows(args):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"\0" * 1000)
     services.update_layers(org, token, {"UpdatedRecords": updated})
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        # What autovacuum does soon after a bulk load: without statistics for the new
+        # rows the planner picks nested loops, and a rebuild times out.
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
     return org.slug
 
 
