@@ -158,7 +158,7 @@ def build(organization):
     position = {row[1]: n for n, row in enumerate(rows)}
 
     layer_parts, top_layer = _layers(results)
-    record_parts = _records(rows, position, inputs, results, top_layer)
+    record_parts = _records(organization.pk, rows, position, inputs, results, top_layer)
     body = '{"layers":[' + ",".join(layer_parts) + '],"records":[' + ",".join(record_parts) + "]}"
     return body.encode(), len(record_parts), len(layer_parts)
 
@@ -199,7 +199,7 @@ def _layers(results):
     return parts, {record_id: index[prefix] for record_id, prefix in top_prefix.items()}
 
 
-def _records(rows, position, inputs, results, top_layer):
+def _records(organization_pk, rows, position, inputs, results, top_layer):
     """The records array as JSON texts, in `rows` order (digest, id)."""
     escape_digests = _ESCAPED.search("".join(row[0] for row in rows)) is not None
     selectors = {selector for entries in inputs.values() for _, selector, _ in entries}
@@ -207,10 +207,11 @@ def _records(rows, position, inputs, results, top_layer):
     selector_text = {s: _escaped(s) for s in selectors} if escape_selectors else None
     parts = []
     roots = set()
-    # Whether every link points to a record with a smaller id (so to an older one, as
-    # records are stored after their inputs): then no loop is possible and the full
-    # loop check is skipped. Rows edited by hand that link forward get the full check.
-    links_back = True
+    # The links written, as record id << shift | source id, for the loop check; the
+    # shift fits every id of these rows.
+    largest = max((row[1] for row in rows), default=0)
+    shift = max(40, largest.bit_length())
+    edges = []
     get_position = position.get
     no_inputs = ()
     for n, (digest, record_id, input_count) in enumerate(rows):
@@ -221,8 +222,7 @@ def _records(rows, position, inputs, results, top_layer):
         if input_count == 1 and len(entries) == 1 and entries[0][0] == 0 and entries[0][2] in position:
             # Most records: one input, one alternative.
             _, selector, source_id = entries[0]
-            if source_id >= record_id:
-                links_back = False
+            edges.append(record_id << shift | source_id)
             if selector_text is not None:
                 selector = selector_text[selector]
             head = f'{{"digest":"{text}","inputs":[[{{"selector":"{selector}","link":{position[source_id]}}}]]'
@@ -232,8 +232,7 @@ def _records(rows, position, inputs, results, top_layer):
                 link = get_position(source_id)
                 if index < input_count and link is not None:
                     by_index[index].append((link, selector))
-                    if source_id >= record_id:
-                        links_back = False
+                    edges.append(record_id << shift | source_id)
             for alternatives in by_index:
                 if not alternatives:
                     raise InvalidConfig(f"record {n} has an input without alternatives")
@@ -258,30 +257,60 @@ def _records(rows, position, inputs, results, top_layer):
             parts.append(head + "}")
         else:
             parts.append(f'{head},"layers":[{{"layer":{top_layer[record_id]},"createdAt":"{result[1]}"}}]}}')
-    if not links_back:
-        _check_acyclic(rows, position, inputs)
+    _check_acyclic(organization_pk, frozenset(edges), shift, largest)
     return parts
 
 
-def _check_acyclic(rows, position, inputs):
-    """InvalidConfig unless following the links written (per record, the positions it
-    links to) always ends: Kahn's algorithm over positions."""
-    sources = []
-    for _, record_id, input_count in rows:
-        entries = inputs.get(record_id, ()) if input_count else ()
-        sources.append(
-            {position[source] for index, _, source in entries if index < input_count and source in position}
-        )
-    waiting = [len(links) for links in sources]
-    users = [[] for _ in sources]
-    for n, links in enumerate(sources):
-        for source in links:
-            users[source].append(n)
-    queue = [n for n, count in enumerate(waiting) if not count]
-    for n in queue:  # grows as it goes
-        for user in users[n]:
+# Per organization, the links of the last build proven free of loops:
+# {organization id: (frozenset of packed links, shift, largest record id)}, a few only.
+_acyclic = {}
+ACYCLIC_MEMO_ORGS = 4
+
+
+def _check_acyclic(organization_pk, edges, shift, largest):
+    """InvalidConfig unless following the links written always ends.
+
+    Kahn's algorithm over all links costs more than writing the body, so it runs only
+    over what is new since the last build proven loop-free (links P, records up to id M)
+    when every link not in P starts at a record above M: a loop then lies among records
+    above M alone. (A loop wholly at or below M would use only links of P, which has
+    none; a loop through a record above M enters it from a record linking to it, by a
+    link not in P, which so starts above M too.) That is a fact about the graphs, true
+    whatever the ids mean, reused ones included. Otherwise all links are checked."""
+    proven = _acyclic.get(organization_pk)
+    if proven is not None and proven[1] == shift:
+        known, _, known_largest = proven
+        new = edges - known
+        low = (1 << shift) - 1
+        if all(edge >> shift > known_largest for edge in new):
+            _kahn([edge for edge in new if edge & low > known_largest], shift)
+        else:
+            _kahn(edges, shift)
+    else:
+        _kahn(edges, shift)
+    _acyclic.pop(organization_pk, None)
+    while len(_acyclic) >= ACYCLIC_MEMO_ORGS:
+        _acyclic.pop(next(iter(_acyclic)))
+    _acyclic[organization_pk] = (edges, shift, largest)
+
+
+def _kahn(edges, shift):
+    """InvalidConfig unless the links (user << shift | source) have no loop."""
+    low = (1 << shift) - 1
+    waiting = defaultdict(int)
+    users = defaultdict(list)
+    nodes = set()
+    for edge in edges:
+        user, source = edge >> shift, edge & low
+        waiting[user] += 1
+        users[source].append(user)
+        nodes.add(user)
+        nodes.add(source)
+    queue = [node for node in nodes if not waiting[node]]
+    for node in queue:  # grows as it goes
+        for user in users[node]:
             waiting[user] -= 1
             if not waiting[user]:
                 queue.append(user)
-    if len(queue) != len(sources):
-        raise InvalidConfig(f"{len(sources) - len(queue)} records are in or behind a loop")
+    if len(queue) != len(nodes):
+        raise InvalidConfig(f"{len(nodes) - len(queue)} records are in or behind a loop")

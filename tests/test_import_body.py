@@ -147,3 +147,29 @@ def test_the_body_matches_a_plain_build_over_a_sequence_of_changes(client, org, 
     Organization.objects.filter(pk=other_org.pk).delete()
     assert not Record.objects.filter(organization_id=other_org.pk).exists()
     assert_same(org, changed=False)
+
+
+def test_the_loop_check_after_a_proven_build_still_finds_loops():
+    """The check runs over new links only when every new link starts above the records
+    proven before; loops among new records, or through old ones, are still found."""
+    import pytest
+
+    def packed(*links):
+        return frozenset(user << 40 | source for user, source in links)
+
+    org_pk = -1  # no organization: the memo is keyed by any id
+    importbody._acyclic.pop(org_pk, None)
+    importbody._check_acyclic(org_pk, packed((2, 1), (3, 2)), 40, 3)
+    # New records 4 and 5 link to old ones and to each other without a loop: fine.
+    importbody._check_acyclic(org_pk, packed((2, 1), (3, 2), (4, 3), (5, 4)), 40, 5)
+    # A loop between new records 6 and 7.
+    with pytest.raises(importbody.InvalidConfig, match="loop"):
+        importbody._check_acyclic(org_pk, packed((2, 1), (3, 2), (4, 3), (5, 4), (6, 7), (7, 6)), 40, 7)
+    # A failed check proves nothing: the memo still holds the last good links, and an
+    # old record linking to a new one (1 -> 6, 6 -> 3 -> 2 -> 1) is caught.
+    with pytest.raises(importbody.InvalidConfig, match="loop"):
+        importbody._check_acyclic(org_pk, packed((2, 1), (3, 2), (6, 3), (1, 6)), 40, 6)
+    # A loop among old records whose links changed (hand edits).
+    with pytest.raises(importbody.InvalidConfig, match="loop"):
+        importbody._check_acyclic(org_pk, packed((2, 1), (1, 2)), 40, 5)
+    importbody._acyclic.pop(org_pk, None)
