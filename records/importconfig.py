@@ -14,7 +14,6 @@ config.
 import gzip
 import hashlib
 import logging
-import re
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -26,11 +25,12 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from blobs.models import Blob, BlobState
 from cacheweb import outbox
+from records import importbody
 from records.digests import is_digest, is_random
+from records.importbody import InvalidConfig
+from records.models import ImportSnapshot
 from records.services import gc_paused
-from records.models import ImportSnapshot, Layer, Record, RecordInput, Result, ResultLayer
 
 log = logging.getLogger("cacheweb.records")
 
@@ -46,229 +46,12 @@ BUILD_CLAIM = timedelta(minutes=5)
 EMPTY_CONFIG = b'{"layers":[],"records":[]}'
 
 
-class InvalidConfig(AssertionError):
-    """A config buildkit would refuse: a bug here, never to be served."""
-
-
-def _utc_text(column):
-    """SQL rendering `column` as RFC 3339 UTC text: parsing tens of thousands of datetimes
-    in Python only to print them again costs more than the rest of the build."""
-    if connection.vendor == "postgresql":
-        return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-    # SQLite holds Django's naive UTC text, "YYYY-MM-DD HH:MM:SS[.ffffff]".
-    return f"replace({column}, ' ', 'T') || 'Z'"
-
-
-def _query(sql, params):
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def _results_with_chains(organization):
-    """{record id: (chain, created_at text)}: per record, the newest complete result (by
-    acceptance) whose layers are all present and verified. A chain is a list of
-    (digest, media type, size, diffID, created text), base first."""
-    org = [organization.pk]
-    # Three narrow reads rather than one join repeating each layer's columns per use; no
-    # ORDER BY, which spills to disk on tens of thousands of rows: grouped here instead.
-    results = _query(
-        f"""
-        SELECT res.id, res.record_id, {_utc_text("res.created_at")}, {_utc_text("res.exported_at")}
-        FROM {Result._meta.db_table} res JOIN {Record._meta.db_table} rec ON rec.id = res.record_id
-        WHERE rec.organization_id = %s AND res.complete
-        """,
-        org,
-    )
-    links = _query(
-        f"""
-        SELECT rl.result_id, rl.position, rl.layer_id
-        FROM {ResultLayer._meta.db_table} rl
-        JOIN {Result._meta.db_table} res ON res.id = rl.result_id
-        JOIN {Record._meta.db_table} rec ON rec.id = res.record_id
-        WHERE rec.organization_id = %s AND res.complete
-        """,
-        org,
-    )
-    # A layer the engine cannot download fails the build that uses it: only layers whose
-    # blob this organization holds verified, with the layer's size, in the same read. The
-    # database's verdict is the whole check: a file lost from the built-in store is found
-    # (and its results dropped, the generation bumped) when it is next asked for or
-    # verified (blobs.services), and blobs/identity.py makes sure the store is the one
-    # these rows describe. No HEAD either: pending S3 blobs are confirmed before /layers
-    # accepts a result that uses them.
-    layers = {
-        row[0]: row[1:]
-        for row in _query(
-            f"SELECT l.id, l.digest, l.media_type, l.size, l.diff_id, {_utc_text('l.created_at')} "
-            f"FROM {Layer._meta.db_table} l JOIN {Blob._meta.db_table} b "
-            "ON b.organization_id = l.organization_id AND b.digest = l.digest "
-            "WHERE l.organization_id = %s AND b.state = %s AND b.size = l.size",
-            [organization.pk, BlobState.VERIFIED],
-        )
-    }
-    chains = defaultdict(dict)
-    unusable = set()
-    for result_id, position, layer_id in links:
-        layer = layers.get(layer_id)
-        if layer is None:
-            unusable.add(result_id)
-        else:
-            chains[result_id][position] = layer
-    chosen = {}
-    newest = {}
-    for result_id, record_id, created_at, exported_at in results:
-        chain = chains.get(result_id)
-        if not chain or result_id in unusable or len(chain) != max(chain) + 1:
-            continue
-        # SQLite's text drops a zero fraction: pad it so that text order is time order.
-        rank = (exported_at if "." in exported_at else exported_at[:-1] + ".000000Z", result_id)
-        if record_id not in newest or rank > newest[record_id]:
-            newest[record_id] = rank
-            chosen[record_id] = (chain, created_at)
-    return {record_id: ([chain[n] for n in range(len(chain))], created_at) for record_id, (chain, created_at) in chosen.items()}
-
-
-# What buildkit's digest parser takes, for many digests at once: one regex pass over
-# them joined by newlines instead of a call per digest.
-_DIGEST_LINES = re.compile(r"(?:(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})\n)*")
-
-
-def _all_digests(values):
-    values = list(values)
-    return not values or (
-        all(type(value) is str for value in values)
-        and _DIGEST_LINES.fullmatch("\n".join(values) + "\n") is not None
-    )
-
-
 def build_config(organization):
-    """The config as a dict, deterministic for the same stored rows. Raises InvalidConfig
-    where buildkit's ParseConfig would refuse it (possible only with rows edited by hand):
-    the arrays are checked as they are built, against the rules check_config states on a
-    finished config, instead of walking the config again."""
-    results = _results_with_chains(organization)
-
-    inputs = defaultdict(list)
-    for record_id, index, selector, source_id in _query(
-        f'SELECT record_id, "index", selector, source_id FROM {RecordInput._meta.db_table} '
-        "WHERE organization_id = %s",
-        [organization.pk],
-    ):
-        inputs[record_id].append((index, selector, source_id))
-
-    # Every record with a result, and everything reachable from it through inputs, so that
-    # a lookup from root keys can walk down to it.
-    needed = set(results)
-    queue = deque(results)
-    while queue:
-        for _, _, source_id in inputs.get(queue.popleft(), ()):
-            if source_id not in needed:
-                needed.add(source_id)
-                queue.append(source_id)
-    rows = {}
-    for record_id, digest, input_count in _query(
-        f"SELECT id, digest, input_count FROM {Record._meta.db_table} WHERE organization_id = %s",
-        [organization.pk],
-    ):
-        if record_id in needed:
-            rows[record_id] = (digest, record_id, input_count)
-
-    order = sorted(rows, key=rows.__getitem__)  # by digest, then id: deterministic
-    position = {record_id: n for n, record_id in enumerate(order)}
-
-    # One layer entry per distinct chain prefix; sorting the prefixes puts every parent
-    # before its children, so parents always point back and never loop.
-    prefixes = {}
-    top_prefix = {}
-    for record_id, (chain, _) in results.items():
-        prefix = ()
-        for row in chain:
-            prefix += (row[0],)
-            if prefix not in prefixes:
-                prefixes[prefix] = row
-        top_prefix[record_id] = prefix
-    prefix_order = sorted(prefixes)
-    prefix_index = {prefix: n for n, prefix in enumerate(prefix_order)}
-    layers = []
-    for prefix in prefix_order:
-        digest, media_type, size, diff_id, created_at = prefixes[prefix]
-        layers.append(
-            {
-                "blob": digest,
-                "parent": prefix_index[prefix[:-1]] if len(prefix) > 1 else -1,
-                "annotations": {"mediaType": media_type, "diffID": diff_id, "size": size, "createdAt": created_at},
-            }
-        )
-    rows_of_layers = list(prefixes.values())
-    if not _all_digests([row[0] for row in rows_of_layers]) or not _all_digests([row[3] for row in rows_of_layers]):
-        bad = next(n for n, layer in enumerate(layers) if not is_digest(layer["blob"]) or not is_digest(layer["annotations"]["diffID"]))
-        raise InvalidConfig(f"layer {bad} lacks a blob digest or diffID")
-
-    records = []
-    roots = set()
-    # Input edges by position, for the loop check: links always point into `records`
-    # (built from `position`), but rows edited by hand can still make a cycle.
-    sources = []
-    no_inputs = ()
-    for record_id in order:
-        digest, _, input_count = rows[record_id]
-        if digest.startswith("random:"):
-            raise InvalidConfig(f"record {len(records)} has a random digest")
-        record = {"digest": digest}
-        entries = inputs.get(record_id, no_inputs) if input_count else no_inputs
-        if input_count == 1 and len(entries) == 1 and entries[0][0] == 0 and entries[0][2] in position:
-            # Most records: one input, one alternative.
-            link = position[entries[0][2]]
-            sources.append((link,))
-            record["inputs"] = [[{"selector": entries[0][1], "link": link}]]
-        elif input_count:
-            by_index = [[] for _ in range(input_count)]
-            for index, selector, source_id in entries:
-                if index < input_count and source_id in position:
-                    by_index[index].append((position[source_id], selector))
-            links = set()
-            for alternatives in by_index:
-                if not alternatives:
-                    raise InvalidConfig(f"record {len(records)} has an input without alternatives")
-                if len(alternatives) > 1:
-                    alternatives.sort()
-                    links.update(link for link, _ in alternatives)
-                else:
-                    links.add(alternatives[0][0])
-            sources.append(links)
-            record["inputs"] = [
-                [{"selector": selector, "link": link} for link, selector in alternatives] for alternatives in by_index
-            ]
-        else:
-            if digest in roots:
-                raise InvalidConfig(f"root digest {digest} appears twice")
-            roots.add(digest)
-            sources.append(no_inputs)
-        result = results.get(record_id)
-        if result is not None:
-            record["layers"] = [{"layer": prefix_index[top_prefix[record_id]], "createdAt": result[1]}]
-        records.append(record)
-    _check_acyclic(sources)
-    return {"layers": layers, "records": records}
-
-
-def _check_acyclic(sources):
-    """InvalidConfig unless following `sources` (per record, the positions it links to)
-    always ends: Kahn's algorithm over positions."""
-    waiting = [len(links) for links in sources]
-    users = [[] for _ in sources]
-    for n, links in enumerate(sources):
-        for source in links:
-            users[source].append(n)
-    queue = [n for n, count in enumerate(waiting) if not count]
-    for n in queue:  # grows as it goes
-        for user in users[n]:
-            waiting[user] -= 1
-            if not waiting[user]:
-                queue.append(user)
-    if len(queue) != len(sources):
-        raise InvalidConfig(f"{len(sources) - len(queue)} records are in or behind a loop")
+    """The config as a dict, deterministic for the same stored rows: the body
+    records.importbody writes, parsed. Raises InvalidConfig where buildkit's ParseConfig
+    would refuse it (possible only with rows edited by hand): the build checks the rules
+    check_config states on a finished config as it goes, instead of walking it again."""
+    return orjson.loads(importbody.build(organization)[0])
 
 
 def check_config(config):
@@ -336,14 +119,13 @@ class Built:
 
 def render(organization):
     with gc_paused():
-        config = build_config(organization)  # checked as it is built
-        body = orjson.dumps(config)
+        body, records, layers = importbody.build(organization)  # checked as it is built
     return Built(
         body=body,
         gzip=gzip.compress(body, GZIP_LEVEL, mtime=0),
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
-        records=len(config["records"]),
-        layers=len(config["layers"]),
+        records=records,
+        layers=layers,
     )
 
 
