@@ -3,7 +3,8 @@ its next post is analysed over only what changed (records.keydiff).
 
 One zstd file per (organization, token, engine) under CACHEWEB_DATA_DIR/export-memo:
 a line of JSON with the body's fingerprint and the identities and drop reasons its
-analysis gave, then the body's keys and links as records.keydiff indexes them. It is a
+analysis gave, then a line with the body's keys and one with its links, as
+records.keydiff indexes them. It is a
 cache: written without fsync, replaced atomically, trimmed to CACHEWEB_EXPORT_MEMO_MB
 (oldest first), and anything missing, unreadable or inconsistent only means the next
 post is analysed in full. Every web process on a machine shares it; on another machine
@@ -21,11 +22,11 @@ import orjson
 import zstandard
 from django.conf import settings
 
-from records.keydiff import Index, Previous
+from records.keydiff import Previous
 
 log = logging.getLogger("cacheweb.records")
 
-FORMAT = 2
+FORMAT = 3
 # A trim lists the directory: at most once a minute per process.
 TRIM_EVERY = 60.0
 _trim_lock = threading.Lock()
@@ -55,7 +56,14 @@ def load(organization_id, token_id, engine_ref):
         state = orjson.loads(header)
         if state.get("format") != FORMAT:
             return None
-        return Previous(state["digest"], state["identities"], state["reasons"], lambda: _index(rest, path))
+        entries, _, groups = rest.partition(b"\n")
+        return Previous(
+            state["digest"],
+            state["identities"],
+            state["reasons"],
+            lambda: _decoded(entries, path),
+            lambda: _decoded(groups, path),
+        )
     except FileNotFoundError:
         return None
     except (OSError, zstandard.ZstdError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
@@ -63,18 +71,21 @@ def load(organization_id, token_id, engine_ref):
         return None
 
 
-def _index(rest, path):
+def _decoded(part, path):
     try:
-        entries, groups = orjson.loads(rest)
-        return Index(entries, groups)
-    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-        log.warning("export memo %s unreadable, analysing in full: %s", path.name, exc)
-        return None
+        value = orjson.loads(part)
+    except orjson.JSONDecodeError as exc:
+        value = exc
+    if isinstance(value, dict):
+        return value
+    log.warning("export memo %s unreadable, analysing in full: %s", path.name, value)
+    return None
 
 
 def encode(index):
-    """The part of the memo a records.keydiff.Index becomes (to save with its graph)."""
-    return orjson.dumps([index.entries, index.groups])
+    """The part of the memo a records.keydiff.Index becomes (to save with its graph):
+    its two halves on a line each (JSON holds no raw newline)."""
+    return orjson.dumps(index.entries) + b"\n" + orjson.dumps(index.groups)
 
 
 def save(organization_id, token_id, engine_ref, digest, encoded_index, graph):

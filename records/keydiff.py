@@ -72,37 +72,32 @@ def index(body):
 
 class Previous:
     """What the engine's previous post left: its body's fingerprint, the identities and
-    drop reasons its analysis gave, and its Index (decoded on first use)."""
+    drop reasons its analysis gave, and loaders of its Index's two halves (each as large
+    as a share of the decoded body: decoded only to be compared, one after the other)."""
 
-    def __init__(self, digest, identities, reasons, decode_index):
+    def __init__(self, digest, identities, reasons, load_entries, load_groups):
         self.digest = digest
         self.identities = identities
         self.reasons = reasons
-        self._decode_index = decode_index
-        self._index = None
-
-    def index(self):
-        if self._index is None:
-            self._index = self._decode_index()
-        return self._index
-
-    def release(self):
-        self._index = None
+        self.entries = load_entries
+        self.groups = load_groups
 
 
 def _changed(index, previous, same_body):
     """Key IDs to analyse again, before their dependants are added, or None."""
     if same_body:
         return set()
-    old = previous.index()
-    previous.release()  # as large as the decoded body: needed only here
-    if old is None:
-        return None
     entries, groups = index.entries, index.groups
-    old_entries, old_groups = old.entries, old.groups
+    old_entries = previous.entries()
+    if old_entries is None:
+        return None
     changed = {key_id for key_id, entry in entries.items() if old_entries.get(key_id) != entry}
     # A key gone: keys linking to it now dangle.
     changed.update(key_id for key_id in old_entries if key_id not in entries)
+    del old_entries
+    old_groups = previous.groups()
+    if old_groups is None:
+        return None
     changed.update(key_id for key_id, group in groups.items() if old_groups.get(key_id) != group)
     changed.update(key_id for key_id in old_groups if key_id not in groups)
     return changed

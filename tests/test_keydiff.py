@@ -26,7 +26,11 @@ def previous(body, graph):
     """What records.exportmemo gives back for a post of `body` analysed into `graph`."""
     raw = orjson.dumps(body)
     return keydiff.Previous(
-        sha(raw.decode()), graph.identities, graph.reasons, lambda: keydiff.index(orjson.loads(raw))
+        sha(raw.decode()),
+        graph.identities,
+        graph.reasons,
+        lambda: keydiff.index(orjson.loads(raw)).entries,
+        lambda: keydiff.index(orjson.loads(raw)).groups,
     )
 
 
@@ -214,5 +218,7 @@ def test_a_bad_key_is_refused_with_the_full_analysis_words():
 def test_a_previous_state_that_does_not_fit_is_not_used():
     engine = Engine(random.Random(9))
     body = engine.body()
-    assert diffed(body, keydiff.Previous("x", {}, {}, lambda: keydiff.index(body))) is None
-    assert diffed(engine.body(), keydiff.Previous("x", {}, {}, lambda: None)) is None
+    index = keydiff.index(body)
+    assert diffed(body, keydiff.Previous("x", {}, {}, lambda: index.entries, lambda: index.groups)) is None
+    assert diffed(engine.body(), keydiff.Previous("x", {}, {}, lambda: None, lambda: index.groups)) is None
+    assert diffed(engine.body(), keydiff.Previous("x", {}, {}, lambda: index.entries, lambda: None)) is None
