@@ -14,9 +14,9 @@ unchanged export), and --cached-runs bodies with 1 % new keys. Then the import i
 
 Floors, timed here with the same data:
 - /records: orjson parse of the body + the record identities hashed over the keys in
-  dependency order (records.graph._identity) + the one indexed lookup of them
-  (SELECT id, has_result FROM records_record WHERE organization_id = .. AND identity
-  IN/ANY(..)); for the first post also COPY of the record and input rows into temp
+  dependency order (records.graph._identity) + the one indexed lookup of them, as the
+  32 bytes they are stored as (SELECT id, has_result FROM records_record WHERE
+  organization_id = .. AND identity IN/ANY(..)); for the first post also COPY of the record and input rows into temp
   tables of the same shape (on SQLite, executemany INSERT);
 - rebuild: orjson.dumps of the same config + gzip level 1.
 
@@ -209,6 +209,11 @@ def floor_hash(plan):
 def floor_lookup(organization_id, identities):
     from django.db import connection
 
+    from records.fields import to_bytes
+
+    # As stored (records.fields.DigestBytesField): compared as text, nothing would match
+    # and the floor would skip fetching the rows.
+    identities = [to_bytes(identity) for identity in set(identities)]
     rows = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -301,7 +306,9 @@ def _records_floor(organization_id, body, plan, graph):
     started = time.monotonic()
     orjson.loads(body)
     identities = list(floor_hash(plan).values())
-    floor_lookup(organization_id, identities)
+    found = floor_lookup(organization_id, identities)
+    if graph is None and not found:
+        raise SystemExit("the floor's lookup found none of the stored records: the floor would be too low")
     if graph is not None:
         with transaction.atomic():
             floor_copy(organization_id, graph)
