@@ -110,10 +110,6 @@ def save(organization_id, token_id, engine_ref, digest, encoded_index, graph):
     _trim_now_and_then()
 
 
-def forget(organization_id, token_id, engine_ref):
-    _path(organization_id, token_id, engine_ref).unlink(missing_ok=True)
-
-
 def forget_all():
     shutil.rmtree(directory(), ignore_errors=True)
 

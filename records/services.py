@@ -129,7 +129,8 @@ def update_records(organization, token, body, now=None, engine_ref=None, digest=
         body.clear()
         graph = graphlib.analyse(payload)
         del payload
-    body.clear()
+    else:
+        body.clear()
     if graph.dropped:
         _log_dropped(organization, graph)
     try:
