@@ -14,6 +14,7 @@ How a key becomes a record (docs/protocol.md, "How a key becomes a record"):
 
 import hashlib
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from records.digests import ZERO_TIME, is_digest, is_random, parse_time
@@ -167,10 +168,10 @@ class Graph:
     identities: dict = field(default_factory=dict)
     # key ID -> why it was dropped, for every dropped key
     reasons: dict = field(default_factory=dict)
-    # identity -> newest KeyResult among the keys that landed on it
-    results: dict = field(default_factory=dict)
-    # identity -> description from the key's newest result, for new rows
-    descriptions: dict = field(default_factory=dict)
+    # identity -> newest KeyResult among the keys that landed on it (Results)
+    results: Mapping = field(default_factory=dict)
+    # identity -> description from the key's newest result, for new rows (Descriptions)
+    descriptions: Mapping = field(default_factory=dict)
     # reason -> number of keys dropped for it
     dropped: dict = field(default_factory=dict)
     unknown_link_ids: int = 0
@@ -332,24 +333,103 @@ def _rank(result):
     return (result.created_at, result.ref_id, result.description)
 
 
-def gather(graph, keys):
+_UNPARSED = object()
+
+
+class _Landed:
+    """The keys with a result that landed on each record, and the winners among them,
+    chosen only when asked for: a steady post's 40,000 results are mostly stored
+    already, and the few still waiting for an export are all that is looked at."""
+
+    def __init__(self, landed, parsed, entries):
+        self.landed = landed  # identity -> key IDs with a result
+        self.parsed = parsed  # key ID -> KeyResult, for the keys parsed in this pass
+        self.entries = entries  # key ID -> CacheKeys entry, for the others
+        self._chosen = {}
+
+    def chosen(self, identity):
+        """(newest result, newest result with a description or None); KeyError for a
+        record no key with a result landed on."""
+        chosen = self._chosen.get(identity)
+        if chosen is None:
+            key_ids = self.landed[identity]
+            if len(key_ids) == 1:
+                result = self._result(key_ids[0])
+                chosen = (result, result if result.description else None)
+            else:
+                results = [self._result(key_id) for key_id in key_ids]
+                described = [result for result in results if result.description]
+                chosen = (max(results, key=_rank), max(described, key=_rank) if described else None)
+            self._chosen[identity] = chosen
+        return chosen
+
+    def _result(self, key_id):
+        result = self.parsed.get(key_id, _UNPARSED)
+        if result is _UNPARSED:
+            # An entry an earlier post's parse accepted as it is (records.keydiff).
+            result = parse_keys([self.entries[key_id]])[key_id]
+        return result
+
+
+class Results(Mapping):
+    """identity -> the newest KeyResult among the keys that landed on it. Where several
+    did, the newest result wins, then the greater ref ID and description: whatever
+    order the keys came in."""
+
+    def __init__(self, landed):
+        self._landed = landed
+
+    def __getitem__(self, identity):
+        return self._landed.chosen(identity)[0]
+
+    def __iter__(self):
+        return iter(self._landed.landed)
+
+    def __len__(self):
+        return len(self._landed.landed)
+
+
+class Descriptions(Mapping):
+    """identity -> the description of the newest result with one among its keys."""
+
+    def __init__(self, landed):
+        self._landed = landed
+
+    def __getitem__(self, identity):
+        described = self._landed.chosen(identity)[1]
+        if described is None:
+            raise KeyError(identity)
+        return described.description
+
+    def __iter__(self):
+        return (identity for identity in self._landed.landed if self._landed.chosen(identity)[1] is not None)
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+
+def gather(graph, parsed, entries=None):
     """The graph's results, descriptions and drop counts, from the identities and
-    reasons of all of `keys`. Where several keys land on one record, the newest result
-    wins, then the greater ref ID and description: whatever order the keys came in."""
-    results = graph.results
-    described = {}
+    reasons of all its keys. `parsed` maps key IDs to their KeyResult or None; keys
+    missing from it (records.keydiff: those not analysed again) have their CacheKeys
+    entry in `entries`, parsed only if their record's result is asked for."""
+    landed = {}
     for key_id, identity in graph.identities.items():
-        result = keys[key_id]
-        if result is None:
-            continue
-        best = results.get(identity)
-        if best is None or _rank(result) > _rank(best):
-            results[identity] = result
-        if result.description:
-            best = described.get(identity)
-            if best is None or _rank(result) > _rank(best):
-                described[identity] = result
-    graph.descriptions = {identity: result.description for identity, result in described.items()}
+        result = parsed.get(key_id, _UNPARSED)
+        if result is _UNPARSED:
+            # parse_keys gives a result exactly for entries with a non-empty Results.
+            has_result = bool(entries[key_id].get("Results"))
+        else:
+            has_result = result is not None
+        if has_result:
+            key_ids = landed.get(identity)
+            if key_ids is None:
+                landed[identity] = [key_id]
+            else:
+                key_ids.append(key_id)
+    chooser = _Landed(landed, parsed, entries)
+    graph.results = Results(chooser)
+    graph.descriptions = Descriptions(chooser)
     dropped = defaultdict(int)
     for reason in graph.reasons.values():
         dropped[reason] += 1

@@ -149,15 +149,22 @@ def analyse_changes(body, index, previous, same_body=False):
                 graphlib.parse_link(link, 0)
     except PayloadError:
         return None  # worded by the full path, with the link's position
-    keys = graphlib.parse_keys(keys_in)
+    entries = index.entries
     dirty = _with_dependants(changed, links_in, groups) if changed else set()
+    # Only the entries analysed again are parsed: the others are equal to entries the
+    # previous post's parse accepted, and gather reads theirs only when asked.
+    try:
+        part = graphlib.parse_keys([entries[key_id] for key_id in dirty if key_id in entries])
+    except PayloadError:
+        graphlib.parse_keys(keys_in)  # raises it again, worded with the entry's position
+        raise
 
-    graph = Graph(key_count=len(keys), link_count=len(links_in))
-    graph.unknown_link_ids = sum(len(groups[key_id]) for key_id in groups.keys() - keys.keys())
+    graph = Graph(key_count=len(entries), link_count=len(links_in))
+    graph.unknown_link_ids = sum(len(groups[key_id]) for key_id in groups.keys() - entries.keys())
     poisoned = set()
     looped = set()
     old_identities, old_reasons = previous.identities, previous.reasons
-    for key_id in keys:
+    for key_id in entries:
         if key_id in dirty:
             continue
         identity = old_identities.get(key_id)
@@ -174,8 +181,7 @@ def analyse_changes(body, index, previous, same_body=False):
         elif reason not in (DROP_RANDOM, DROP_UNREACHABLE):
             poisoned.add(key_id)
 
-    part = {key_id: keys[key_id] for key_id in dirty if key_id in keys}
     links = [graphlib.parse_link(link, 0) for key_id in part for link in groups.get(key_id, ())]
-    graphlib.settle(graph, part, links, keys, poisoned, looped)
-    graphlib.gather(graph, keys)
+    graphlib.settle(graph, part, links, entries, poisoned, looped)
+    graphlib.gather(graph, part, entries)
     return graph
