@@ -2,7 +2,7 @@
 
 import pytest
 
-from records.fields import _prefix_range, to_bytes, to_text
+from records.fields import _prefix_range, is_sha256, to_bytes, to_text
 from records.models import Record
 from tests.buildkit_oracle import sha
 
@@ -11,8 +11,12 @@ from tests.buildkit_oracle import sha
 def test_conversion_both_ways_and_refusals():
     digest = sha("x")
     assert to_text(to_bytes(digest)) == digest and len(to_bytes(digest)) == 32
-    for bad in ("sha256:" + "A" * 64, "sha512:" + "a" * 128, "sha256:abc", "", None, b"short"):
+    spaced = "sha256:" + "a" * 62 + " a"  # bytes.fromhex would skip the space
+    for bad in ("sha256:" + "A" * 64, "sha512:" + "a" * 128, "sha256:abc", "", None, b"short", spaced,
+                "sha256:" + "g" * 64, "SHA256:" + "a" * 64):
         assert to_bytes(bad) is None
+        assert not is_sha256(bad)
+    assert is_sha256(digest)
     with pytest.raises(ValueError):
         Record._meta.get_field("identity").get_prep_value("sha256:abc")
 
