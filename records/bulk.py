@@ -91,7 +91,8 @@ def records_by_identity(organization_id, identities):
 def _copy_then_insert(cursor, columns, rows, insert):
     """COPY `rows` into a temporary table of `columns` ("name type" each), then run
     `insert`, which reads it as `cw_new_rows` (in the order it wants: see records.services
-    _store_records on why the order matters), and drop the table.
+    _store_records on why the order matters), and drop the table. Returns the rows the
+    insert returned.
 
     COPY is the cheapest way into PostgreSQL; the table in between is what lets the
     insert skip rows a concurrent engine stored first (ON CONFLICT), which COPY cannot."""
@@ -101,18 +102,22 @@ def _copy_then_insert(cursor, columns, rows, insert):
         for row in rows:
             copy.write_row(row)
     cursor.execute(*insert)
+    returned = cursor.fetchall() if cursor.description else []
     cursor.execute("DROP TABLE cw_new_rows")
+    return returned
 
 
 def insert_records(organization_id, rows, created_at):
-    """Insert (identity, digest, input_count, description) rows; existing ones are skipped."""
+    """Insert (identity, digest, input_count, description) rows; existing ones are skipped.
+    Returns {identity: (id, has_result)} of the rows inserted where the database says
+    (PostgreSQL); the others are for the caller to look up (records_by_identity)."""
     if not rows:
-        return
+        return {}
     created_at = connection.ops.adapt_datetimefield_value(created_at)
     columns = "organization_id, identity, digest, input_count, description, has_result, created_at"
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if _postgres():
-            _copy_then_insert(
+            inserted = _copy_then_insert(
                 cursor,
                 # The text form, decoded by the server (see records_by_identity).
                 ["identity varchar", "digest varchar", "input_count integer", "description varchar"],
@@ -121,15 +126,17 @@ def insert_records(organization_id, rows, created_at):
                     f"INSERT INTO {_RECORD} ({columns}) "
                     f"SELECT %s, decode(substr(identity, {SCHEME_LENGTH + 1}), 'hex'), digest, input_count, "
                     "description, false, %s FROM cw_new_rows "
-                    "ORDER BY identity ON CONFLICT (organization_id, identity) DO NOTHING",
+                    "ORDER BY identity ON CONFLICT (organization_id, identity) DO NOTHING "
+                    "RETURNING encode(identity, 'hex'), id",
                     [organization_id, created_at],
                 ),
             )
-        else:
-            cursor.executemany(
-                f"INSERT OR IGNORE INTO {_RECORD} ({columns}) VALUES (%s, %s, %s, %s, %s, 0, %s)",
-                [(organization_id, to_bytes(identity), *rest, created_at) for identity, *rest in rows],
-            )
+            return {SCHEME + hex_: (record_id, False) for hex_, record_id in inserted}
+        cursor.executemany(
+            f"INSERT OR IGNORE INTO {_RECORD} ({columns}) VALUES (%s, %s, %s, %s, %s, 0, %s)",
+            [(organization_id, to_bytes(identity), *rest, created_at) for identity, *rest in rows],
+        )
+    return {}
 
 
 def insert_inputs(organization_id, rows):

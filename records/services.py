@@ -185,7 +185,7 @@ def _store_records(organization, graph, now, generation):
         return rows
     if any(graph.records[identity] is None for identity in missing):
         raise _RecordGone()
-    bulk.insert_records(
+    inserted = bulk.insert_records(
         organization.pk,
         [
             (
@@ -198,7 +198,12 @@ def _store_records(organization, graph, now, generation):
         ],
         now,
     )
-    rows.update(bulk.records_by_identity(organization.pk, missing))
+    rows.update(inserted)
+    # Stored by a concurrent engine in the meantime, or inserted where the database does
+    # not say which ids it gave (SQLite).
+    unreturned = [identity for identity in missing if identity not in rows]
+    if unreturned:
+        rows.update(bulk.records_by_identity(organization.pk, unreturned))
     # Inputs are part of a record's identity, so a record stored before has its inputs:
     # only new records need theirs (a concurrent twin is skipped by the unique constraint).
     bulk.insert_inputs(

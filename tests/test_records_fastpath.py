@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -230,7 +231,9 @@ def test_rows_mapped_at_the_same_generation_are_not_looked_up_again(
     keys, links = build()
     with django_capture_on_commit_callbacks(execute=True):
         first = post_records(client, token, keys, links).json()["ExportRecords"]
-    assert len(first) == 4 and looked_up == [4, 4]  # the graph, then the rows inserted
+    # The graph, then the rows inserted, unless the insert returned their ids.
+    returned = connection.vendor == "postgresql"
+    assert len(first) == 4 and looked_up == ([4] if returned else [4, 4])
     new_id = random_key_id()
     grown_keys, grown_links = keys + [key(new_id, result("ref-new"))], links + [
         link(new_id, IMAGE, 0, output_key(sha("exec new")))
@@ -238,7 +241,7 @@ def test_rows_mapped_at_the_same_generation_are_not_looked_up_again(
     looked_up.clear()
     with django_capture_on_commit_callbacks(execute=True):
         grown = post_records(client, token, grown_keys, grown_links).json()["ExportRecords"]
-    assert looked_up == [1, 1]  # only the new record's identity
+    assert looked_up == ([1] if returned else [1, 1])  # only the new record's identity
     assert [e["CacheRefID"] for e in grown] == ["ref-new"]
     # A result delivered: the generation moved, every row is read again.
     deliver(client, org, token, [e["Digest"] for e in first], "layer")
