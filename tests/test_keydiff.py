@@ -157,35 +157,38 @@ def test_analysing_what_changed_gives_the_full_analysis(seed):
     assert incremental >= 20  # the fallback is for odd bodies, not the rule
 
 
-def test_a_few_new_keys_are_all_that_is_analysed(monkeypatch):
-    engine = Engine(random.Random(7))
+def one_key_added(seed):
+    """An engine whose graph gained a key since the post `before`."""
+    engine = Engine(random.Random(seed))
     before = previous(engine.body(), full(engine.body()))
     engine.add_key()
-    settled = []
-    real = graphlib.settle
+    return engine, before
 
-    def counted(graph, keys, *args, **kwargs):
-        settled.append(len(keys))
-        return real(graph, keys, *args, **kwargs)
 
-    monkeypatch.setattr(graphlib, "settle", counted)
+def sizes_passed(monkeypatch, name, position):
+    """records.graph's `name` patched to note the size of its argument at `position`."""
+    sizes = []
+    real = getattr(graphlib, name)
+
+    def counted(*args, **kwargs):
+        sizes.append(len(args[position]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(graphlib, name, counted)
+    return sizes
+
+
+def test_a_few_new_keys_are_all_that_is_analysed(monkeypatch):
+    engine, before = one_key_added(7)
+    settled = sizes_passed(monkeypatch, "settle", 1)
     part = diffed(engine.body(), before)
     assert settled == [1]
     same_graph(part, full(engine.body()))
 
 
 def test_entries_not_analysed_again_are_parsed_only_for_the_results_asked(monkeypatch):
-    engine = Engine(random.Random(13))
-    before = previous(engine.body(), full(engine.body()))
-    engine.add_key()
-    parsed = []
-    real = graphlib.parse_keys
-
-    def counted(entries):
-        parsed.append(len(entries))
-        return real(entries)
-
-    monkeypatch.setattr(graphlib, "parse_keys", counted)
+    engine, before = one_key_added(13)
+    parsed = sizes_passed(monkeypatch, "parse_keys", 0)
     part = diffed(engine.body(), before)
     assert parsed == [1]
     whole = full(engine.body())
